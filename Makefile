@@ -1,0 +1,32 @@
+# Two commands do all the set-up: `make demo` and `make test`. Each creates .venv if it is missing
+# and installs the pinned dependencies (torch first, so no CUDA build is pulled in).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/foleyscope probe assets/demo.mp4
+	$(VENV)/bin/foleyscope prep assets/demo.mp4 -o out/demo_prepped.mp4
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(VENV)/bin/ruff check foleyscope tests benchmarks scripts
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check foleyscope tests benchmarks scripts
+
+bench: $(STAMP)
+	$(PY) benchmarks/decode.py
+
+clean:
+	rm -rf out .pytest_cache

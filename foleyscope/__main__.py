@@ -1,0 +1,3 @@
+from foleyscope.cli import main
+
+raise SystemExit(main())

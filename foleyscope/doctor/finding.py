@@ -1,0 +1,30 @@
+"""A finding: one thing the doctor measured that costs time, with the evidence and the fix."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["critical", "warning", "info"]
+
+
+@dataclass
+class Finding:
+    id: str  # stable snake_case id, listed by `foleyscope doctor --list-checks`
+    step: int  # 0..5, the step of five-steps.md that found it
+    severity: Severity
+    title: str
+    evidence: dict[str, Any]  # numbers measured in this run
+    fix: str  # a concrete command or code change
+    est_saving_s: float  # seconds the fix would save, estimated from the measurements
+    measured_saving_s: float | None = None  # filled by --try-fixes
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rank(findings: list[Finding]) -> list[Finding]:
+    """Largest estimated saving first; severity breaks ties so a zero-saving critical still leads."""
+    order = {"critical": 0, "warning": 1, "info": 2}
+    return sorted(findings, key=lambda f: (-f.est_saving_s, order[f.severity], f.id))
