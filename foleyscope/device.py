@@ -1,0 +1,70 @@
+"""Pick the device and dtype, and time GPU work honestly.
+
+`auto` dtype is bf16 on CUDA. On a CPU it is decided by a short measured matmul probe, because
+bf16 is several times faster than fp32 on CPUs with AMX/AVX512-BF16 and several times slower on
+CPUs without them; fp16 is never chosen on a CPU (it is emulated and extremely slow)."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import torch
+
+from foleyscope.errors import FoleyscopeError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise FoleyscopeError(f"--device {name}: no CUDA GPU is visible to torch {torch.__version__} ({build})")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise FoleyscopeError("--device mps: Metal is not available on this machine")
+    if name not in ("cpu", "mps") and not name.startswith("cuda"):
+        raise FoleyscopeError(f"--device {name}: expected auto, cpu, cuda, cuda:N or mps")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16
+        if device.type == "cpu":
+            return torch.bfloat16 if matmul_speed(torch.bfloat16) > 1.2 * matmul_speed(torch.float32) else torch.float32
+        return torch.float32
+    if name not in DTYPES:
+        raise FoleyscopeError(f"--dtype {name}: expected auto, fp32, bf16 or fp16")
+    return DTYPES[name]
+
+
+@functools.cache
+def matmul_speed(dtype: torch.dtype, device: str = "cpu", n: int = 512, seconds: float = 0.05) -> float:
+    """Measured matmul FLOP/s for `dtype` on `device` (cached per process)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b  # warm-up
+    synchronize(torch.device(device))
+    reps, start = 0, time.perf_counter()
+    while True:
+        a @ b
+        reps += 1
+        synchronize(torch.device(device))
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and reps >= 3:
+            return 2 * n**3 * reps / elapsed
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so a wall-clock reading covers it (CPU work is synchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
