@@ -8,6 +8,8 @@ its shape. Bands span the full width, so squashing and centre-cropping a landsca
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -60,6 +62,10 @@ class SynthSpec:
     vfr: bool = False  # frame gaps alternate between 1 and 2 frame periods
     video: bool = True
     bit_rate: int | None = None
+    # Display rotation (clockwise degrees, like a phone's `rotate` tag): frames are stored turned the
+    # other way (stored size is height x width for 90/270) and the MP4/MOV track matrix says how to
+    # show them, so a player that honours rotation shows index_frame upright at width x height.
+    rotation: int = 0
 
 
 def frame_times(spec: SynthSpec) -> list[float]:
@@ -73,16 +79,23 @@ def frame_times(spec: SynthSpec) -> list[float]:
     return times
 
 
-def make_video(path: str | Path, spec: SynthSpec = SynthSpec()) -> Path:
+def make_video(path: str | Path, spec: SynthSpec | None = None) -> Path:
     """Write a clip whose frame i (in presentation order) shows index i; return its path."""
+    spec = spec or SynthSpec()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if spec.rotation % 360 not in (0, 90, 180, 270):
+        raise ValueError(f"rotation must be a multiple of 90, got {spec.rotation}")
+    if spec.rotation % 360 and path.suffix.lower() not in (".mp4", ".mov", ".m4v"):
+        raise ValueError("rotation metadata is only written for MP4/MOV files")
+    turns = spec.rotation % 360 // 90
+    width, height = (spec.height, spec.width) if turns % 2 else (spec.width, spec.height)
     rate = Fraction(spec.fps).limit_denominator(1001)
     with av.open(str(path), "w") as out:
         vstream = astream = None
         if spec.video:
             vstream = out.add_stream(spec.codec, rate=rate)
-            vstream.width, vstream.height, vstream.pix_fmt = spec.width, spec.height, spec.pix_fmt
+            vstream.width, vstream.height, vstream.pix_fmt = width, height, spec.pix_fmt
             if spec.bit_rate:
                 vstream.bit_rate = spec.bit_rate
             if spec.codec == "libx264":
@@ -99,7 +112,8 @@ def make_video(path: str | Path, spec: SynthSpec = SynthSpec()) -> Path:
         if vstream is not None:
             time_base = vstream.time_base or Fraction(1, 1000) if spec.vfr else 1 / rate
             for i, t in enumerate(frame_times(spec)):
-                frame = av.VideoFrame.from_ndarray(index_frame(i, spec.width, spec.height), format="rgb24")
+                rgb = np.ascontiguousarray(np.rot90(index_frame(i, spec.width, spec.height), k=turns))
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 frame = frame.reformat(format=spec.pix_fmt)
                 frame.pts = round(t / float(time_base))
                 frame.time_base = time_base
@@ -109,7 +123,47 @@ def make_video(path: str | Path, spec: SynthSpec = SynthSpec()) -> Path:
                 out.mux(packet)
         if astream is not None:
             _write_tone(out, astream, spec)
+    if turns:
+        _set_mp4_rotation(path, spec.rotation % 360)
     return path
+
+
+def _boxes(buf: bytes | bytearray, start: int, end: int):
+    """Yield (type, payload_start, box_end) for the ISO-BMFF boxes in buf[start:end]."""
+    i = start
+    while i + 8 <= end:
+        size, kind = struct.unpack(">I4s", buf[i : i + 8])
+        head = 8
+        if size == 1:
+            size, head = struct.unpack(">Q", buf[i + 8 : i + 16])[0], 16
+        elif size == 0:
+            size = end - i
+        if size < head:
+            return
+        yield kind, i + head, i + size
+        i += size
+
+
+def _set_mp4_rotation(path: Path, degrees: int) -> None:
+    """Write a clockwise display rotation into the video track header's matrix (as phones do)."""
+    buf = bytearray(path.read_bytes())
+    c, s = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
+    matrix = struct.pack(">9i", c << 16, s << 16, 0, -s << 16, c << 16, 0, 0, 0, 1 << 30)
+    for kind, start, end in _boxes(buf, 0, len(buf)):
+        if kind != b"moov":
+            continue
+        for trak, t0, t1 in _boxes(buf, start, end):
+            children = {k: (a, b) for k, a, b in _boxes(buf, t0, t1)} if trak == b"trak" else {}
+            if b"tkhd" not in children or b"mdia" not in children:
+                continue
+            mdia = {k: a for k, a, _ in _boxes(buf, *children[b"mdia"])}
+            if b"hdlr" in mdia and buf[mdia[b"hdlr"] + 8 : mdia[b"hdlr"] + 12] == b"vide":
+                tkhd = children[b"tkhd"][0]
+                # The matrix follows version/flags, two times, track id, duration (64-bit times and
+                # duration in version 1) and 16 bytes of reserved/layer/group/volume fields.
+                off = tkhd + (52 if buf[tkhd] == 1 else 40)
+                buf[off : off + 36] = matrix
+    path.write_bytes(buf)
 
 
 def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, spec: SynthSpec) -> None:
