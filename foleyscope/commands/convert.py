@@ -1,0 +1,93 @@
+"""`foleyscope convert`: write safetensors copies of the official .pth checkpoints (faster, memory-mapped
+loading that runs no pickle code). Dtypes are kept; the VAE's constructor kwargs go into the header."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from foleyscope.errors import FoleyscopeError
+from foleyscope.weights import (
+    DENOISER_STEMS,
+    SYNC_STEM,
+    VAE_STEM,
+    convert_to_safetensors,
+    read_checkpoint,
+)
+
+CONVERTIBLE = (*DENOISER_STEMS.values(), VAE_STEM, SYNC_STEM)
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("convert", help="convert the official .pth checkpoints to safetensors",
+                       description=__doc__)
+    p.add_argument("--weights", type=Path, required=True, help="folder with the official .pth files")
+    p.add_argument("-o", "--out-dir", type=Path, default=None,
+                   help="where to write the .safetensors files (default: the --weights folder, where "
+                        "`generate --weights` then prefers them)")
+    p.add_argument("--force", action="store_true", help="overwrite conversions that already exist")
+    return p
+
+
+def plan(weights: Path, out_dir: Path) -> list[tuple[Path, Path]]:
+    """(source, destination) for every official .pth present in `weights`."""
+    if not weights.is_dir():
+        raise FoleyscopeError(f"--weights {weights}: not a folder")
+    pairs = [(weights / f"{stem}.pth", out_dir / f"{stem}.safetensors") for stem in CONVERTIBLE]
+    pairs = [(src, dst) for src, dst in pairs if src.is_file()]
+    if not pairs:
+        names = ", ".join(f"{s}.pth" for s in CONVERTIBLE)
+        raise FoleyscopeError(f"--weights {weights}: no official checkpoint found (looked for {names})")
+    return pairs
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    weights: Path = args.weights.expanduser()
+    out_dir: Path = (args.out_dir or weights).expanduser()
+    pairs = plan(weights, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    todo = []
+    for src, dst in pairs:
+        if dst.exists() and not args.force:
+            console.print(f"{dst.name}: exists, skipped (--force to redo)")
+        elif src.resolve() == dst.resolve():
+            raise FoleyscopeError(f"{src}: source and destination are the same file")
+        else:
+            todo.append((src, dst))
+    for src, _ in todo:  # every source must read (cheap: memory-mapped) before minutes of writing start
+        read_checkpoint(src)
+    need = sum(src.stat().st_size for src, _ in todo)
+    free = shutil.disk_usage(out_dir).free
+    if need > free:
+        raise FoleyscopeError(f"{out_dir}: {need / 1e9:.1f} GB needed, only {free / 1e9:.1f} GB free")
+
+    table = Table("file", "size", "seconds")
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        for src, dst in todo:
+            task = progress.add_task(dst.name, total=None)
+            start = time.perf_counter()
+            convert_to_safetensors(
+                src, dst, progress=lambda done, total, t=task: progress.update(t, completed=done, total=total)
+            )
+            seconds = time.perf_counter() - start
+            table.add_row(str(dst), f"{dst.stat().st_size / 1e6:,.1f} MB", f"{seconds:.1f}")
+    if todo:
+        console.print(table)
+    return 0
