@@ -20,13 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from foleyscope.errors import FoleyscopeError
-from foleyscope.weights import (
-    DENOISER_STEMS,
-    SYNC_STEM,
-    VAE_STEM,
-    convert_to_safetensors,
-    read_checkpoint,
-)
+from foleyscope.weight_paths import DENOISER_STEMS, SYNC_STEM, VAE_STEM
 
 CONVERTIBLE = (*DENOISER_STEMS.values(), VAE_STEM, SYNC_STEM)
 
@@ -58,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     weights: Path = args.weights.expanduser()
     out_dir: Path = (args.out_dir or weights).expanduser()
+    from foleyscope.weights import convert_to_safetensors, read_checkpoint
+
     pairs = plan(weights, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
