@@ -1,0 +1,208 @@
+"""Step 1, hardware utilisation: the five-steps table as rules over each stage's own time.
+
+| GPU util | CPU | reading |
+| > 80%    | any | compute-bound: normal |
+| 0%       |  -  | a model stage whose data never reached the GPU |
+| < 30%    | > 80% of a core | the GPU waits on the CPU (decoding) |
+| < 30%    | < 30% of a core | stalled or synchronous |
+
+CPU use comes from the process's CPU time read at the stage boundaries (exact, all threads); GPU use from
+the sampler's NVML samples tagged with the stage. Without a GPU the same CPU test finds stalls: a stage
+whose process kept less than 0.3 of a core busy while its wall time ran on was waiting, not working.
+"""
+
+from __future__ import annotations
+
+from foleyscope.doctor import floor as floorlib
+from foleyscope.doctor.finding import Finding
+from foleyscope.doctor.run import RunData, StageStats
+
+CHECKS = {
+    "stall": "A stage where neither the CPU nor the GPU is busy: sleeping, waiting on a lock, a network "
+             "or a synchronous call",
+    "io_wait": "A stage with an idle CPU while the process reads from disk: waiting on storage",
+    "decode_bound": "GPU under 30% while the CPU is saturated: the GPU waits for the CPU (usually decoding)",
+    "gpu_idle_in_model_stage": "GPU at 0% through a model stage: its data never reached the GPU",
+    "cpu_contention": "The process's threads waited for a core: other processes (or too many threads) "
+                      "held the CPU",
+}
+
+MIN_SELF_S = 0.25  # shorter stage time is noise at 10 Hz sampling
+MIN_SHARE = 0.02
+IDLE_CORES = 0.3  # below this many busy cores the CPU is idle ("< 30%" of a core)
+BUSY_CORES = 0.8  # at least a core's worth of work ("> 80%")
+IO_BPS = 20e6
+
+
+def _gpu(st: StageStats) -> tuple[float, float] | None:
+    vals = [s.gpu_util for s in st.samples if s.gpu_util is not None]
+    return (sum(vals) / len(vals), max(vals)) if len(vals) >= 3 else None
+
+
+def _gpu_blind(run: RunData, st: StageStats) -> bool:
+    """A stage of a CUDA run with too few GPU samples to judge (short, or no NVML)."""
+    return run.run_device() == "cuda" and not st.untraced and run.stage_device(st.name) == "cuda"
+
+
+def reading(run: RunData, st: StageStats) -> str:
+    """One phrase for the stage table: what the utilisation says about this stage."""
+    if st.self_s < 0.05:
+        return ""
+    busy, gpu = st.busy_cores, _gpu(st)
+    wait = st.wait_cores or 0.0
+    if gpu is None and _gpu_blind(run, st):
+        return "GPU not sampled"
+    if gpu is not None and (run.run_device() == "cuda" or gpu[1] > 0):
+        mean, peak = gpu
+        if mean > 80:
+            return "GPU-bound (normal)"
+        if peak == 0 and st.name in run.model_stages():
+            return "GPU idle: data not on GPU"
+        if mean < 30 and busy >= BUSY_CORES:
+            return "CPU-bound, GPU waiting"
+        if mean < 30 and busy < IDLE_CORES:
+            return "stalled"
+        return "mixed"
+    if busy + wait < IDLE_CORES:
+        disk = st.disk_read_mean_bps or 0.0
+        return "waiting on disk" if disk > IO_BPS else "stalled"
+    starved = f", {wait:.1f} waiting for a core" if wait >= IDLE_CORES else ""
+    return f"CPU-bound ({busy:.1f} of {run.ncores} cores{starved})"
+
+
+def _big_enough(run: RunData, st: StageStats) -> bool:
+    return st.self_s >= MIN_SELF_S and st.self_s >= MIN_SHARE * run.total_s
+
+
+def _label(st: StageStats) -> str:
+    return "untraced time" if st.untraced else f"stage {st.name}"
+
+
+def _common(run: RunData, st: StageStats) -> dict:
+    ev = {
+        "stage": st.name,
+        "stage_s": round(st.seconds, 3),
+        "own_s": round(st.self_s, 3),
+        "busy_cores": round(st.busy_cores, 3),
+        "waiting_cores": None if st.wait_cores is None else round(st.wait_cores, 3),
+        "cores": run.ncores,
+        "samples": len(st.samples),
+    }
+    if st.system_cpu_mean is not None:
+        ev["system_cpu_percent"] = round(st.system_cpu_mean, 1)
+    if st.disk_read_mean_bps is not None:
+        ev["disk_read_mb_s"] = round(st.disk_read_mean_bps / 1e6, 2)
+    gpu = _gpu(st)
+    if gpu is not None:
+        ev.update(gpu_util_mean=round(gpu[0], 1), gpu_util_max=round(gpu[1], 1))
+        if st.gpu_dec_util_mean is not None:
+            ev["nvdec_util_mean"] = round(st.gpu_dec_util_mean, 1)
+    return ev
+
+
+def _stall(run: RunData, st: StageStats, gpu_mean: float | None) -> Finding:
+    busy = st.busy_cores
+    used = max(min(busy, 1.0), (gpu_mean or 0.0) / 100)
+    idle = st.self_s * (1 - used)
+    ev = _common(run, st) | {"idle_s": round(idle, 3)}
+    return Finding(
+        "stall", 1, "critical" if idle > 0.2 * run.total_s else "warning",
+        f"{_label(st)} stalled: {st.self_s:.2f} s with {busy:.2f} cores busy"
+        + (f" and GPU at {gpu_mean:.0f}%" if gpu_mean is not None else ""),
+        ev,
+        f"Find what {st.name} waits on (sleep, lock, network, subprocess, a blocking .item()/.cpu() sync) "
+        "and remove the wait or overlap it with work; `py-spy dump --pid <pid>` during the stage shows "
+        "where it blocks.",
+        idle,
+    )
+
+
+def _io_wait(run: RunData, st: StageStats) -> Finding:
+    idle = st.self_s * (1 - min(st.busy_cores, 1.0))
+    return Finding(
+        "io_wait", 1, "warning",
+        f"{_label(st)} waits on disk: {st.disk_read_mean_bps / 1e6:.0f} MB/s read with "
+        f"{st.busy_cores:.2f} cores busy",
+        _common(run, st) | {"idle_s": round(idle, 3), "saving_basis": "upper bound: all idle time"},
+        "Put weights and media on local SSD (or keep them in the page cache by loading once), and overlap "
+        "reading with compute (prefetch the next video while this one runs).",
+        idle,
+    )
+
+
+def check_utilisation(run: RunData) -> list[Finding]:
+    out: list[Finding] = []
+    model = set(run.model_stages())
+    for st in run.stages.values():
+        if not _big_enough(run, st):
+            continue
+        busy, gpu = st.busy_cores, _gpu(st)
+        if gpu is None and _gpu_blind(run, st):
+            continue  # an idle CPU here may just be waiting on GPU work we could not see
+        if gpu is not None and (run.run_device() == "cuda" or gpu[1] > 0):
+            mean, peak = gpu
+            if mean > 80:
+                continue
+            if peak == 0 and st.name in model:
+                cpu = floorlib.peak_flops("cpu", run.stage_dtype(st.name) or "float32") if run.probe else 0
+                gpu_peak = floorlib.peak_flops("cuda", "bfloat16") if run.probe else 0
+                ratio = cpu / gpu_peak if gpu_peak else 0.1
+                out.append(Finding(
+                    "gpu_idle_in_model_stage", 1, "critical",
+                    f"GPU at 0% through {st.name} ({st.self_s:.2f} s): its work ran elsewhere",
+                    _common(run, st) | {"cpu_over_gpu_peak": round(ratio, 4)},
+                    f"Check the .to(device) path of {st.name}'s model and inputs: every parameter and input "
+                    "tensor should be on cuda before the forward call.",
+                    st.self_s * (1 - ratio),
+                ))
+            elif mean < 30 and busy >= BUSY_CORES:
+                spare = max(0.0, 1 - busy / run.ncores)
+                out.append(Finding(
+                    "decode_bound", 1, "warning",
+                    f"{_label(st)}: GPU at {mean:.0f}% while the CPU runs {busy:.1f} cores",
+                    _common(run, st) | {"spare_core_share": round(spare, 3)},
+                    "Make decoding cheaper and parallel: `foleyscope prep VIDEO -o small.mp4` (720p, 25 fps, "
+                    "H.264), decode with threads (PyAV thread_type='AUTO') or NVDEC.",
+                    st.self_s * spare,
+                ))
+            elif mean < 30 and busy < IDLE_CORES:
+                out.append(_stall(run, st, mean))
+            continue
+        if busy + (st.wait_cores or 0.0) < IDLE_CORES:
+            if (st.disk_read_mean_bps or 0.0) > IO_BPS:
+                out.append(_io_wait(run, st))
+            else:
+                out.append(_stall(run, st, None))
+    return out + _contention(run)
+
+
+def _contention(run: RunData) -> list[Finding]:
+    """One run-level finding: time lost to threads that were ready but had no core."""
+    est, rows = 0.0, []
+    for st in run.stages.values():
+        busy, wait = st.busy_cores, st.wait_cores
+        if wait is None or st.self_s <= 0:
+            continue
+        # Thread-seconds of waiting over the threads that waited side by side: the wall time lost.
+        lost = min(st.self_s, st.self_s * wait / max(1.0, min(busy + wait, float(run.ncores))))
+        if lost <= 0:
+            continue
+        est += lost
+        rows.append((lost, st.name, round(busy, 2), round(wait, 2)))
+    if est < max(0.25, 0.1 * run.total_s):
+        return []
+    rows.sort(reverse=True)
+    threads = run.env.get("num_threads")
+    wait_total = sum((st.self_cpu_wait_s or 0.0) for st in run.stages.values())
+    return [Finding(
+        "cpu_contention", 1, "warning",
+        f"threads waited {wait_total:.2f} thread-s for a core: the CPU was shared",
+        {"cores": run.ncores, "torch_threads": threads, "cpu_s": round(run.cpu_s, 3),
+         "wait_thread_s": round(wait_total, 3),
+         "worst_stages": [f"{name}: {busy} busy + {wait} waiting cores" for _, name, busy, wait in rows[:3]],
+         "saving_basis": "per stage: thread-seconds waited / threads that ran side by side (at most "
+                         "the core count)"},
+        "Give the job the cores: stop other CPU-heavy processes (see `top`), pin it with `taskset`, and keep "
+        f"torch threads <= usable cores (torch.set_num_threads({run.ncores}) here).",
+        est,
+    )]

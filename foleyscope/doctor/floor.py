@@ -1,0 +1,181 @@
+"""The compute floor: what this device can actually do, measured by a short matmul probe.
+
+floor_s = a stage's FLOPs / the measured peak FLOP/s at the run's dtype; efficiency = floor_s / measured_s.
+The same probe answers "is bf16 faster than fp32 here?": on CPUs without native bf16 (no AVX512-BF16/AMX)
+bf16 matmuls are several times SLOWER than fp32, so the doctor measures instead of assuming.
+Results are cached per process: a probe costs about 0.2 s per dtype on CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+_ALIASES = {
+    "fp32": "float32", "float": "float32", "f32": "float32",
+    "bf16": "bfloat16", "fp16": "float16", "half": "float16", "f16": "float16",
+    "tf32": "tf32",
+}
+
+
+def norm_dtype(value: Any) -> str | None:
+    """'torch.bfloat16' / 'bf16' / torch.bfloat16 -> 'bfloat16'; None stays None."""
+    if value is None:
+        return None
+    text = str(value).removeprefix("torch.").lower()
+    return _ALIASES.get(text, text)
+
+
+def norm_device(value: Any) -> str:
+    """'cuda:0' -> 'cuda'; anything else -> its type."""
+    return str(value or "cpu").split(":")[0]
+
+
+@dataclass
+class Probe:
+    device: str
+    dtype: str
+    flops_per_s: float
+    n: int
+    seconds: float  # time the probe itself took
+    threads: int = 0  # torch CPU threads during a CPU probe
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_CACHE: dict[tuple[str, str, int], Probe] = {}  # (device, dtype, CPU threads): the peak depends on all three
+
+
+def _torch_dtype(torch: Any, dtype: str) -> Any:
+    return torch.float32 if dtype == "tf32" else getattr(torch, dtype)
+
+
+def _one_round(torch: Any, device: str, dtype: str, n: int, budget_s: float) -> tuple[float, int]:
+    """Best single-matmul time over `budget_s` (best-of resists other processes stealing the cores)."""
+    dev = torch.device(device)
+    dt = _torch_dtype(torch, dtype)
+    cuda = dev.type == "cuda"
+    tf32_before = torch.backends.cuda.matmul.allow_tf32 if cuda else None
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    try:
+        with torch.inference_mode():
+            a = torch.randn(n, n, device=dev).to(dt)
+            b = torch.randn(n, n, device=dev).to(dt)
+            a @ b  # warm-up: kernel selection, allocator
+            if cuda:
+                torch.cuda.synchronize()
+            best, k, end = float("inf"), 0, time.perf_counter() + budget_s
+            reps = 8 if cuda else 1
+            while time.perf_counter() < end or k == 0:
+                t = time.perf_counter()
+                for _ in range(reps):
+                    a @ b
+                if cuda:
+                    torch.cuda.synchronize()
+                best = min(best, (time.perf_counter() - t) / reps)
+                k += 1
+    finally:
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = tf32_before
+    return 2.0 * n**3 / best, k
+
+
+def _default_n(device: str, dtype: str) -> int:
+    if device == "cuda":
+        return 4096
+    return 256 if dtype == "float16" else 512  # fp16 on CPU runs at a few GFLOP/s: keep it short
+
+
+def measure(device: str = "cpu", dtypes: tuple[str, ...] = ("float32",), *, budget_s: float = 0.08,
+            rounds: int = 3) -> dict[str, Probe]:
+    """Peak matmul FLOP/s per dtype, measured in interleaved rounds so that a burst of load from another
+    process hurts every dtype alike; cached per (device, dtype)."""
+    import torch
+
+    device = norm_device(device)
+    threads = torch.get_num_threads() if device == "cpu" else 0
+    wanted = [d for d in dict.fromkeys(norm_dtype(x) for x in dtypes) if (device, d, threads) not in _CACHE]
+    best: dict[str, float] = {d: 0.0 for d in wanted}
+    spent: dict[str, float] = {d: 0.0 for d in wanted}
+    for _ in range(rounds):
+        for d in wanted:
+            t = time.perf_counter()
+            flops, _k = _one_round(torch, device, d, _default_n(device, d), budget_s)
+            best[d] = max(best[d], flops)
+            spent[d] += time.perf_counter() - t
+    for d in wanted:
+        _CACHE[(device, d, threads)] = Probe(device, d, best[d], _default_n(device, d), spent[d], threads)
+    return {norm_dtype(d): _CACHE[(device, norm_dtype(d), threads)] for d in dtypes}
+
+
+def peak_flops(device: str = "cpu", dtype: str = "float32") -> float:
+    return measure(device, (dtype,))[norm_dtype(dtype)].flops_per_s
+
+
+def speedup(device: str, fast: str, base: str = "float32") -> float:
+    """Measured matmul speed of `fast` over `base` on `device` (> 1: `fast` is faster)."""
+    probes = measure(device, (base, fast))
+    return probes[norm_dtype(fast)].flops_per_s / probes[norm_dtype(base)].flops_per_s
+
+
+def fastest_dtype(device: str = "cpu", candidates: tuple[str, ...] = ("float32", "bfloat16")) -> str:
+    """The candidate with the highest measured matmul throughput on `device` (what the engine should run)."""
+    probes = measure(device, candidates)
+    return max(probes.values(), key=lambda p: p.flops_per_s).dtype
+
+
+def cached() -> dict[str, dict[str, Any]]:
+    """Every probe measured so far in this process, for the report."""
+    return {f"{dev}/{dt}" + (f"/{n}threads" if n else ""): p.to_dict() for (dev, dt, n), p in _CACHE.items()}
+
+
+def flops_of(fn: Any, *args: Any, **kwargs: Any) -> int:
+    """Count the FLOPs of one call with torch's FlopCounterMode (for code without an analytic count).
+    Runs `fn` once: do it outside the timed run."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return int(counter.get_total_flops())
+
+
+def stage_floor(flops: float, peak: float, measured_s: float) -> dict[str, float]:
+    """{'flops', 'peak_flops_per_s', 'floor_s', 'measured_s', 'efficiency'} for one stage."""
+    floor_s = flops / peak if peak > 0 else 0.0
+    return {
+        "flops": float(flops),
+        "peak_flops_per_s": float(peak),
+        "floor_s": floor_s,
+        "measured_s": measured_s,
+        "efficiency": floor_s / measured_s if measured_s > 0 else 0.0,
+    }
+
+
+_BW_CACHE: dict[str, dict[str, float]] = {}
+
+
+def copy_bandwidth(nbytes: int = 64 * 2**20) -> dict[str, float]:
+    """Host-to-CUDA copy bytes/s from pageable and from pinned memory (measured once per process)."""
+    if "cuda" in _BW_CACHE:
+        return _BW_CACHE["cuda"]
+    import torch
+
+    out: dict[str, float] = {}
+    host = torch.empty(nbytes, dtype=torch.uint8)
+    pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+    dev = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    for label, src, nb in (("pageable", host, False), ("pinned", pinned, True)):
+        dev.copy_(src, non_blocking=nb)
+        torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            dev.copy_(src, non_blocking=nb)
+            torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+        out[label] = nbytes / best
+    _BW_CACHE["cuda"] = out
+    return out

@@ -1,0 +1,68 @@
+"""Process statistics read at stage boundaries: CPU time of all threads (and reaped children), the time
+threads spent runnable without a core (Linux schedstat), and a resettable peak RSS (/proc/self/clear_refs)."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+
+def cpu_seconds() -> float:
+    """User+system time of this process's threads and of the children it has reaped."""
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def cpu_wait_seconds() -> float | None:
+    """Seconds this process's threads spent runnable but not running (other processes had the cores),
+    summed over threads, from /proc/self/task/*/schedstat; None where the kernel does not say."""
+    total, seen = 0, False
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for t in tasks:
+        try:
+            with open(f"/proc/self/task/{t}/schedstat") as f:
+                total += int(f.read().split()[1])
+                seen = True
+        except (OSError, IndexError, ValueError):  # a thread that just exited
+            continue
+    return total / 1e9 if seen else None
+
+
+class PeakRss:
+    """Peak RSS that can be reset, via /proc/self/clear_refs (Linux); else RSS read at each boundary."""
+
+    def __init__(self) -> None:
+        self.resettable = False
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.resettable = self._hwm() is not None
+        except OSError:
+            pass
+
+    @staticmethod
+    def _hwm() -> int | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def reset(self) -> None:
+        if self.resettable:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+
+    def peak(self) -> int:
+        if self.resettable:
+            return self._hwm() or 0
+        import psutil
+
+        return psutil.Process().memory_info().rss

@@ -1,0 +1,385 @@
+"""Stage tracing for any pipeline: `with stage("decode"): ...`, `@stage("encode")`, `with step(i, n): ...`.
+
+Library code calls the module-level `stage()`, `step()` and `note()` unconditionally. With no active
+Tracer they cost a context-variable lookup; with one they synchronise the device at every boundary
+(CPU-side clocks of asynchronous CUDA work are wrong otherwise) and record wall time, process CPU time,
+peak memory and host-to-device copies per stage. A Tracer is found through a context variable, and,
+for threads that never saw that variable (worker pools), through the process-wide tracer it set.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from foleyscope.doctor import tracehooks
+from foleyscope.doctor.procstat import PeakRss, cpu_seconds, cpu_wait_seconds
+
+
+@dataclass
+class StageRecord:
+    name: str
+    start_s: float  # seconds since the tracer started
+    end_s: float | None = None  # None while the stage is open
+    peak_mem_bytes: int | None = None  # CUDA max allocated when CUDA is in use, else process peak RSS
+    h2d_copies: int | None = None  # None where copies cannot be counted (CPU-only runs)
+    h2d_bytes: int | None = None
+    parent: str | None = None
+    cpu_s: float = 0.0  # process CPU time (all threads, plus reaped children) spent inside the stage
+    peak_rss_bytes: int | None = None
+    mem_kind: str = "rss"  # "cuda_allocated" or "rss": what peak_mem_bytes measured
+    depth: int = 0
+    thread: int = 0  # 0 = the thread that started the tracer, 1.. = others in order of first use
+    pageable_h2d: int | None = None  # copies whose CPU source was not pinned
+    blocking_h2d: int | None = None  # copies made with non_blocking=False
+    cpu_wait_s: float | None = None  # thread-seconds runnable but waiting for a core (Linux schedstat)
+    index: int = 0  # position in Tracer.stages
+    parent_index: int | None = None
+
+    @property
+    def seconds(self) -> float:
+        return 0.0 if self.end_s is None else self.end_s - self.start_s
+
+
+@dataclass
+class StepRecord:
+    index: int
+    stage: str | None
+    start_s: float
+    end_s: float
+    total: int | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class Event:
+    kind: str
+    t_s: float
+    stage: str | None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+_UNSET: Any = object()
+_ACTIVE: contextvars.ContextVar[Tracer | None] = contextvars.ContextVar("foleyscope_tracer", default=_UNSET)
+_PROCESS: list[Tracer] = []  # tracers started with capture_threads=True, innermost last
+
+
+def active() -> Tracer | None:
+    """The tracer recording in this context, if any."""
+    tr = _ACTIVE.get()
+    if tr is _UNSET:
+        return _PROCESS[-1] if _PROCESS else None
+    return tr
+
+
+class Tracer:
+    """Records stages, steps and notes while started. Usable as a context manager."""
+
+    def __init__(
+        self,
+        *,
+        sync: bool = True,
+        count_h2d: bool | None = None,
+        h2d_target: str = "cuda",
+        observe_modules: bool = True,
+        watch_loads: bool = True,
+        capture_threads: bool = True,
+    ) -> None:
+        self.sync = sync
+        self.count_h2d = count_h2d  # None: only when CUDA is available (the counting costs per-op time)
+        self.h2d_target = h2d_target
+        self.observe_modules = observe_modules
+        self.watch_loads = watch_loads
+        self.capture_threads = capture_threads
+        self.stages: list[StageRecord] = []
+        self.steps: list[StepRecord] = []
+        self.events: list[Event] = []
+        self.modules = tracehooks.ModuleLog()
+        self.t0 = 0.0
+        self.t_stop: float | None = None
+        self.cpu_s_total = 0.0
+        self._cpu0 = 0.0
+        self._wait0: float | None = None
+        self.cpu_wait_s_total: float | None = None
+        self._lock = threading.RLock()
+        self._open: list[StageRecord] = []
+        self._stacks: dict[int, list[StageRecord]] = {}
+        self._threads: dict[int, int] = {}
+        self._token: contextvars.Token | None = None
+        self._cuda = False
+        self._rss: PeakRss | None = None
+        self._counter: tracehooks.CopyCounter | None = None
+        self._undo: list[Callable[[], None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> Tracer:
+        try:
+            import torch
+        except ImportError:  # tracing still times stages without torch
+            torch = None
+        self._cuda = bool(torch is not None and torch.cuda.is_available())
+        self._rss = PeakRss()
+        self._threads = {threading.get_ident(): 0}
+        if self.count_h2d or (self.count_h2d is None and self._cuda):
+            self._counter = tracehooks.CopyCounter(self.h2d_target)
+            self._undo.append(self._counter.install())
+        if self.observe_modules and torch is not None:
+            self._undo.append(tracehooks.watch_modules(self.modules, self._module_stage))
+        if self.watch_loads:
+            self._undo.append(tracehooks.watch_loads())
+        self._token = _ACTIVE.set(self)
+        if self.capture_threads:
+            _PROCESS.append(self)
+        self._sync_device()
+        self.t0 = time.perf_counter()
+        self._cpu0 = cpu_seconds()
+        self._wait0 = cpu_wait_seconds()
+        return self
+
+    def stop(self) -> Tracer:
+        with self._lock:
+            for rec in list(reversed(self._open)):  # stages still open (stopped from inside one)
+                self._exit(rec)
+            self._stacks.clear()
+        self._sync_device()
+        self.t_stop = self.now()
+        self.cpu_s_total = cpu_seconds() - self._cpu0
+        wait = cpu_wait_seconds()
+        self.cpu_wait_s_total = None if wait is None or self._wait0 is None else max(0.0, wait - self._wait0)
+        if self in _PROCESS:
+            _PROCESS.remove(self)
+        if self._token is not None:
+            try:
+                _ACTIVE.reset(self._token)
+            except ValueError:  # stopped from another context
+                _ACTIVE.set(_UNSET)
+            self._token = None
+        while self._undo:
+            self._undo.pop()()
+        return self
+
+    def __enter__(self) -> Tracer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def total_s(self) -> float:
+        return self.t_stop if self.t_stop is not None else self.now()
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    # -- what the sampler and the hooks read -------------------------------------------------------
+    @property
+    def current_stage(self) -> str | None:
+        """Innermost open stage of the tracer's own thread, else the most recently opened one."""
+        with self._lock:
+            main = self._stacks.get(next(iter(self._threads), -1))
+            if main:
+                return main[-1].name
+            return self._open[-1].name if self._open else None
+
+    def _module_stage(self) -> str | None:
+        stack = self._stacks.get(threading.get_ident())
+        if stack:
+            return stack[-1].name
+        return self.current_stage
+
+    def note(self, kind: str, **fields: Any) -> None:
+        self.events.append(Event(kind, self.now(), self._module_stage(), dict(fields)))
+
+    # -- stage boundaries --------------------------------------------------------------------------
+    def _sync_device(self) -> None:
+        if self.sync and self._cuda:
+            torch = sys.modules["torch"]
+            if torch.cuda.is_initialized():
+                torch.cuda.synchronize()
+
+    def _mem_peak(self) -> tuple[int | None, int]:
+        """(CUDA max allocated or None, peak RSS) since the last reset."""
+        cuda_peak = None
+        if self._cuda:
+            torch = sys.modules["torch"]
+            if torch.cuda.is_initialized():
+                cuda_peak = int(torch.cuda.max_memory_allocated())
+        return cuda_peak, self._rss.peak() if self._rss else 0
+
+    def _mem_reset(self) -> None:
+        if self._cuda:
+            torch = sys.modules["torch"]
+            if torch.cuda.is_initialized():
+                torch.cuda.reset_peak_memory_stats()
+        if self._rss:
+            self._rss.reset()
+
+    def _fold_peaks(self, cuda_peak: int | None, rss_peak: int) -> None:
+        for rec in self._open:
+            if cuda_peak is not None:
+                rec.peak_mem_bytes = max(rec.peak_mem_bytes or 0, cuda_peak)
+                rec.mem_kind = "cuda_allocated"
+            rec.peak_rss_bytes = max(rec.peak_rss_bytes or 0, rss_peak)
+
+    def _enter(self, name: str) -> StageRecord:
+        self._sync_device()
+        tid = threading.get_ident()
+        with self._lock:
+            self._fold_peaks(*self._mem_peak())
+            self._mem_reset()
+            stack = self._stacks.setdefault(tid, [])
+            parent = stack[-1] if stack else (self._open[-1] if self._open else None)
+            rec = StageRecord(
+                name=str(name),
+                start_s=0.0,
+                parent=parent.name if parent else None,
+                depth=parent.depth + 1 if parent else 0,
+                thread=self._threads.setdefault(tid, len(self._threads)),
+                index=len(self.stages),
+                parent_index=parent.index if parent else None,
+            )
+            rec.peak_rss_bytes = self._rss.peak() if self._rss else None
+            rec.cpu_s = -cpu_seconds()
+            wait = cpu_wait_seconds()
+            rec.cpu_wait_s = None if wait is None else -wait
+            if self._counter is not None:
+                rec.h2d_copies, rec.h2d_bytes, rec.pageable_h2d, rec.blocking_h2d = self._counter.snapshot()
+            stack.append(rec)
+            self._open.append(rec)
+            self.stages.append(rec)
+        rec.start_s = self.now()
+        return rec
+
+    def _exit(self, rec: StageRecord) -> None:
+        if rec.end_s is not None:  # already closed by stop()
+            return
+        self._sync_device()
+        end = self.now()
+        with self._lock:
+            rec.end_s = end
+            rec.cpu_s += cpu_seconds()
+            wait = cpu_wait_seconds()
+            if wait is None or rec.cpu_wait_s is None:
+                rec.cpu_wait_s = None
+            else:
+                rec.cpu_wait_s = max(0.0, rec.cpu_wait_s + wait)
+            self._fold_peaks(*self._mem_peak())
+            if rec.mem_kind == "rss":
+                rec.peak_mem_bytes = rec.peak_rss_bytes
+            if self._counter is not None:
+                now = self._counter.snapshot()
+                rec.h2d_copies, rec.h2d_bytes, rec.pageable_h2d, rec.blocking_h2d = (
+                    b - a for a, b in zip(
+                        (rec.h2d_copies, rec.h2d_bytes, rec.pageable_h2d, rec.blocking_h2d), now, strict=True
+                    )
+                )
+            self._open.remove(rec)
+            stack = self._stacks.get(threading.get_ident(), [])
+            if rec in stack:
+                stack.remove(rec)
+
+
+class _StageCM:
+    """`stage(name)`: a context manager, and a decorator that opens the stage on every call."""
+
+    __slots__ = ("name", "_recs")
+
+    def __init__(self, name: str) -> None:
+        self.name = str(name)
+        self._recs: list[tuple[Tracer, StageRecord]] = []
+
+    def __enter__(self) -> _StageCM:
+        tr = active()
+        if tr is not None:
+            self._recs.append((tr, tr._enter(self.name)))
+        else:
+            self._recs.append((None, None))  # type: ignore[arg-type]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        tr, rec = self._recs.pop()
+        if tr is not None:
+            tr._exit(rec)
+
+    def __call__(self, fn: Callable) -> Callable:
+        name = self.name
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                with _StageCM(name):
+                    return await fn(*args, **kwargs)
+
+            return awrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _StageCM(name):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def stage(name: str) -> _StageCM:
+    """Mark a pipeline stage: `with stage(Stage.DECODE): ...` or `@stage("my_stage")`."""
+    return _StageCM(name)
+
+
+class _StepCM:
+    """`step(i, n)`: times one denoising step while a tracer is active."""
+
+    __slots__ = ("index", "total", "_tr", "_start")
+
+    def __init__(self, index: int, total: int | None) -> None:
+        self.index, self.total = index, total
+        self._tr: Tracer | None = None
+        self._start = 0.0
+
+    def __enter__(self) -> _StepCM:
+        self._tr = tr = active()
+        if tr is not None:
+            tr._sync_device()
+            self._start = tr.now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        tr = self._tr
+        if tr is not None:
+            tr._sync_device()
+            rec = StepRecord(self.index, tr._module_stage(), self._start, tr.now(), self.total)
+            with tr._lock:
+                tr.steps.append(rec)
+
+
+def step(index: int, total: int | None = None) -> _StepCM:
+    """Time one denoising step (synchronised when a tracer is active)."""
+    return _StepCM(index, total)
+
+
+def note(kind: str, **fields: Any) -> None:
+    """Record an event on the active tracer, if any: note("model_load", component="denoiser", seconds=2.1)."""
+    tr = active()
+    if tr is not None:
+        tr.note(kind, **fields)
+
+
+@contextmanager
+def suspended() -> Iterator[None]:
+    """Run a block untraced even while a tracer is active (e.g. the doctor's own probes)."""
+    token = _ACTIVE.set(None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+

@@ -1,0 +1,266 @@
+"""What a Tracer observes without the traced code's help: host-to-device copies (a TorchDispatchMode),
+the modules each stage runs (global forward hooks: parameter devices/dtypes, autocast, rebuilt models)
+and weight-file reads (torch.load, safetensors, load_state_dict). Each installer returns its undo."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+# -- host-to-device copies --------------------------------------------------------------------------
+
+
+class CopyCounter:
+    """Counts aten copies from a CPU tensor to `target` (device type), with bytes, pinned and non_blocking.
+
+    A dispatch mode sees every op of the thread that installed it, so it costs a Python call per op:
+    the Tracer installs it only where CUDA is available (or when asked)."""
+
+    def __init__(self, target: str = "cuda") -> None:
+        self.target = target
+        self.copies = self.bytes = self.pageable = self.blocking = 0
+        self._mode: Any = None
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        return self.copies, self.bytes, self.pageable, self.blocking
+
+    def _count(self, src: Any, non_blocking: bool) -> None:
+        self.copies += 1
+        self.bytes += src.numel() * src.element_size()
+        try:
+            pinned = bool(src.is_pinned())
+        except (RuntimeError, NotImplementedError):  # no accelerator runtime to ask
+            pinned = False
+        self.pageable += not pinned
+        self.blocking += not non_blocking
+
+    def install(self) -> Callable[[], None]:
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+        to_copy, copy_ = torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+                kwargs = kwargs or {}
+                if func is to_copy:
+                    src, dev = args[0], kwargs.get("device")
+                    if dev is not None and dev.type == counter.target and src.device.type == "cpu":
+                        counter._count(src, bool(kwargs.get("non_blocking", False)))
+                elif func is copy_ and len(args) >= 2:
+                    dst, src = args[0], args[1]
+                    if dst.device.type == counter.target and getattr(src, "device", None) is not None \
+                            and src.device.type == "cpu":
+                        nb = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
+                        counter._count(src, bool(nb))
+                return func(*args, **kwargs)
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return lambda: self._mode.__exit__(None, None, None)
+
+
+# -- modules each stage runs ------------------------------------------------------------------------
+
+
+class ModuleLog:
+    """Per stage: parameter elements by (device, dtype) and by (device, effective compute dtype, i.e. the
+    autocast dtype when autocast is on); per root model: how many distinct objects were built."""
+
+    def __init__(self) -> None:
+        self.params: dict[str | None, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+        self.compute: dict[str | None, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+        self.builds: dict[str, int] = defaultdict(int)  # root model signature -> distinct objects
+        self.root_calls: dict[str, int] = defaultdict(int)
+        self.compiled = False
+        self._seen: set[tuple[str | None, int]] = set()
+        self._roots: dict[int, weakref.ref] = {}
+        self._depth = threading.local()
+
+    def to_dict(self) -> dict[str, Any]:
+        def flat(d: dict) -> dict[str, dict[str, int]]:
+            return {str(s): {f"{dev}/{dt}": n for (dev, dt), n in v.items()} for s, v in d.items()}
+
+        return {"params": flat(self.params), "compute": flat(self.compute), "builds": dict(self.builds),
+                "root_calls": dict(self.root_calls), "compiled": self.compiled}
+
+    def _signature(self, module: Any) -> str:
+        n = count = 0
+        for p in module.parameters():
+            n += p.numel()
+            count += 1
+        return f"{type(module).__qualname__}[{count} tensors, {n} params]"
+
+    def pre(self, module: Any, stage: str | None, torch: Any) -> None:
+        depth = getattr(self._depth, "d", 0)
+        self._depth.d = depth + 1
+        if depth == 0:
+            ref = self._roots.get(id(module))
+            if ref is None or ref() is not module:  # a new object (or a dead one's reused id)
+                self._roots[id(module)] = weakref.ref(module)
+                sig = self._signature(module)
+                self.builds[sig] += 1
+                if type(module).__name__ == "OptimizedModule":
+                    self.compiled = True
+            self.root_calls[type(module).__qualname__] += 1
+        key = (stage, id(module))
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        for p in module.parameters(recurse=False):
+            if not p.is_floating_point():
+                continue
+            dev, dt = p.device.type, str(p.dtype).removeprefix("torch.")
+            self.params[stage][(dev, dt)] += p.numel()
+            eff = dt
+            if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+                eff = str(torch.get_autocast_dtype(dev)).removeprefix("torch.")
+            self.compute[stage][(dev, eff)] += p.numel()
+
+    def post(self) -> None:
+        self._depth.d = max(0, getattr(self._depth, "d", 1) - 1)
+
+
+def watch_modules(log: ModuleLog, current_stage: Callable[[], str | None]) -> Callable[[], None]:
+    import torch
+    from torch.nn.modules import module as nn_module
+
+    is_compiling = torch.compiler.is_compiling
+
+    def pre_hook(module: Any, args: Any) -> None:
+        if is_compiling():
+            return
+        log.pre(module, current_stage(), torch)
+
+    def post_hook(module: Any, args: Any, output: Any) -> None:
+        if is_compiling():
+            return
+        log.post()
+
+    h1 = nn_module.register_module_forward_pre_hook(pre_hook)
+    h2 = nn_module.register_module_forward_hook(post_hook, always_call=True)
+
+    def undo() -> None:
+        h1.remove()
+        h2.remove()
+
+    return undo
+
+
+# -- weight-file reads ------------------------------------------------------------------------------
+
+_LOAD_PATCH: dict[str, Any] = {"depth": 0, "originals": []}
+
+
+def _path_and_size(obj: Any) -> tuple[str | None, int | None]:
+    if isinstance(obj, (str, os.PathLike)):
+        path = os.fspath(obj)
+        try:
+            return path, os.path.getsize(path)
+        except OSError:
+            return path, None
+    return None, None
+
+
+def _timed(fn: Callable, loader: str) -> Callable:
+    from foleyscope.doctor.trace import note
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        path, size = _path_and_size(args[0] if args else kwargs.get("f", kwargs.get("filename")))
+        note("weights_read", loader=loader, path=path, bytes=size, seconds=time.perf_counter() - t)
+        return out
+
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _timed_load_state_dict(fn: Callable) -> Callable:
+    from foleyscope.doctor.trace import note
+
+    def load_state_dict(self: Any, state_dict: Any, *args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        out = fn(self, state_dict, *args, **kwargs)
+        n = sum(getattr(v, "numel", lambda: 0)() for v in state_dict.values())
+        note("weights_read", loader="load_state_dict", module=type(self).__qualname__, params=n,
+             seconds=time.perf_counter() - t)
+        return out
+
+    load_state_dict.__wrapped__ = fn  # type: ignore[attr-defined]
+    return load_state_dict
+
+
+class _TimedSafeOpen:
+    """safe_open(...) as a context manager that notes the file, its size and the time from open to close
+    (the tensor reads happen in between)."""
+
+    def __init__(self, orig: Callable, args: tuple, kwargs: dict) -> None:
+        self._t = time.perf_counter()
+        self._args = args
+        self._kwargs = kwargs
+        self._handle = orig(*args, **kwargs)
+
+    def __enter__(self) -> Any:
+        return self._handle.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        from foleyscope.doctor.trace import note
+
+        out = self._handle.__exit__(*exc)
+        path, size = _path_and_size(self._args[0] if self._args else self._kwargs.get("filename"))
+        note("weights_read", loader="safetensors.safe_open", path=path, bytes=size,
+             seconds=time.perf_counter() - self._t)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
+def _timed_safe_open(orig: Callable) -> Callable:
+    def safe_open(*args: Any, **kwargs: Any) -> _TimedSafeOpen:
+        return _TimedSafeOpen(orig, args, kwargs)
+
+    safe_open.__wrapped__ = orig  # type: ignore[attr-defined]
+    return safe_open
+
+
+def watch_loads() -> Callable[[], None]:
+    """Time torch.load, safetensors' safe_open (behind load_file, however it was imported) and
+    Module.load_state_dict while any tracer runs."""
+    if _LOAD_PATCH["depth"] == 0:
+        originals = _LOAD_PATCH["originals"]
+        torch = sys.modules.get("torch")
+        if torch is None:
+            import torch
+        originals.append((torch, "load", torch.load))
+        torch.load = _timed(torch.load, "torch.load")
+        originals.append((torch.nn.Module, "load_state_dict", torch.nn.Module.load_state_dict))
+        torch.nn.Module.load_state_dict = _timed_load_state_dict(torch.nn.Module.load_state_dict)
+        try:
+            import safetensors
+            import safetensors.torch as st
+        except ImportError:
+            st = None
+        if st is not None:
+            originals.append((st, "safe_open", st.safe_open))
+            st.safe_open = _timed_safe_open(st.safe_open)
+            originals.append((safetensors, "safe_open", safetensors.safe_open))
+            safetensors.safe_open = _timed_safe_open(safetensors.safe_open)
+    _LOAD_PATCH["depth"] += 1
+
+    def undo() -> None:
+        _LOAD_PATCH["depth"] -= 1
+        if _LOAD_PATCH["depth"] == 0:
+            for owner, name, fn in reversed(_LOAD_PATCH["originals"]):
+                setattr(owner, name, fn)
+            _LOAD_PATCH["originals"].clear()
+
+    return undo
