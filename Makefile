@@ -16,7 +16,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/foleyscope probe assets/demo.mp4
-	$(VENV)/bin/foleyscope prep assets/demo.mp4 -o out/demo_prepped.mp4
+	$(VENV)/bin/foleyscope generate assets/demo.mp4 --prompt "a ball bouncing off the floor and walls" \
+		--seed 0 -o out/demo.wav --mux out/demo.mp4
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

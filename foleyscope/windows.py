@@ -36,7 +36,7 @@ def plan_windows(duration_s: float, window_s: float = 15.0, overlap_s: float = 2
     n = max(2, math.ceil((duration_s - overlap_s) / (window_s - overlap_s)))
     while True:
         starts = sorted({round(i * last / (n - 1)) for i in range(n)})
-        if min(window_s - (b - a) for a, b in zip(starts, starts[1:])) >= overlap_s:
+        if min(window_s - (b - a) for a, b in zip(starts, starts[1:], strict=False)) >= overlap_s:
             return [Window(float(s), window_s) for s in starts]
         n += 1
 
@@ -49,7 +49,7 @@ def crossfade(windows: list[Window], audio: list[np.ndarray], sample_rate: int, 
         return np.pad(track, (0, total - len(track))).astype(np.float32)
     span = round(windows[-1].end_s * sample_rate)
     out = np.zeros(max(span, total), dtype=np.float64)
-    for i, (win, clip) in enumerate(zip(windows, audio)):
+    for i, (win, clip) in enumerate(zip(windows, audio, strict=True)):
         start = round(win.start_s * sample_rate)
         gain = np.ones(len(clip))
         if i > 0:  # fade in over the overlap with the previous window

@@ -14,7 +14,7 @@ def test_plan_covers_clip_with_equal_windows_on_whole_seconds(duration):
     assert len({w.length_s for w in windows}) == 1, "windows must batch together"
     if len(windows) == 1:
         assert windows[0].length_s == pytest.approx(np.ceil(duration * 25 - 1e-6) / 25)
-    for a, b in zip(windows, windows[1:]):
+    for a, b in zip(windows, windows[1:], strict=False):
         assert b.start_s == int(b.start_s), "starts lie on the 1 s grid shared by 8/25/50 Hz clocks"
         assert a.end_s - b.start_s >= 2.0, "neighbours overlap by at least overlap_s"
         assert b.start_s > a.start_s

@@ -1,0 +1,153 @@
+"""`foleyscope doctor`: run the engine on a video under tracing and sampling, audit the input (and a
+server with --server), and print findings ranked by the seconds each fix would save."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from foleyscope.commands.generate import add_engine_args, check_engine_args
+from foleyscope.errors import FoleyscopeError
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("doctor", help="diagnose why Foley inference is slow", description=__doc__)
+    p.add_argument("video", nargs="?", type=Path, help="input video")
+    add_engine_args(p)
+    p.add_argument("--json", type=Path, default=None, help="write the full report as JSON")
+    p.add_argument("--html", type=Path, default=None, help="write a self-contained HTML report")
+    p.add_argument("--trace", type=Path, default=None, help="write a Chrome trace (Perfetto, chrome://tracing)")
+    p.add_argument("--server", default=None, metavar="URL", help="also audit this HTTP endpoint (step 5)")
+    p.add_argument("--parallel", type=int, default=4, help="concurrent requests for the --server audit")
+    p.add_argument("--try-fixes", action="store_true", help="re-run with each applicable fix and measure it")
+    p.add_argument("--sample-hz", type=float, default=10.0, help="resource sampling rate (default 10)")
+    p.add_argument("--top", type=int, default=10, help="findings shown in the terminal")
+    p.add_argument("--list-checks", action="store_true", help="print every check id and exit")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if args.list_checks:
+        return _list_checks()
+    if args.video is None or args.prompt is None:
+        raise FoleyscopeError("doctor needs a VIDEO and --prompt (or --list-checks)")
+    preset = check_engine_args(args)
+    for flag, path, suffixes in (("--json", args.json, (".json",)), ("--html", args.html, (".html", ".htm")),
+                                 ("--trace", args.trace, (".json",))):
+        if path is not None and path.suffix.lower() not in suffixes:
+            raise FoleyscopeError(f"{flag} {path}: must end in {' or '.join(suffixes)}")
+    if args.parallel < 1 or args.sample_hz < 0:
+        raise FoleyscopeError("--parallel must be >= 1 and --sample-hz >= 0")
+
+    from foleyscope.doctor.api import DiagnoseContext
+    from foleyscope.media.probe import probe
+
+    info = probe(args.video)
+    ctx = DiagnoseContext(video_path=str(args.video), input_info=info)
+    if args.server:
+        from foleyscope.doctor.checks.service import check_service
+
+        console.print(f"auditing {args.server} ({args.parallel} parallel requests)...")
+        ctx.service, ctx.service_findings = check_service(args.server, str(args.video), args.prompt,
+                                                          n_parallel=args.parallel)
+    report = _diagnosed_run(args, preset, args.video, ctx, console)
+    if args.try_fixes:
+        _try_fixes(report, args, preset, console)
+    report.print_terminal(Console(), top=args.top)
+    for path, write in ((args.json, report.to_json), (args.html, report.to_html), (args.trace, report.to_trace)):
+        if path is not None:
+            write(path)
+            console.print(f"wrote {path}")
+    return 0
+
+
+def _list_checks() -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from foleyscope.doctor.checks import all_checks
+
+    table = Table("id", "step", "what it finds", box=None)
+    for cid, (step, line) in sorted(all_checks().items(), key=lambda kv: (kv[1][0], kv[0])):
+        table.add_row(cid, str(step), line)
+    Console().print(table)
+    return 0
+
+
+def _job(args: argparse.Namespace, preset: str, video: Path, dtype: str, out_dir: Path, console: Any):
+    """One complete run as a user would do it: load, generate, write the audio."""
+    from foleyscope.doctor.trace import stage
+    from foleyscope.media.audio import write_audio
+    from foleyscope.pipeline import DEFAULT_NEGATIVE_PROMPT, FoleyPipeline
+    from foleyscope.progress import StageProgress
+    from foleyscope.stages import Stage
+
+    def job() -> float:
+        with StageProgress(console) as progress:
+            pipe = FoleyPipeline.load(preset, args.weights, args.device, dtype, seed=0)
+            result = pipe(video, args.prompt, negative_prompt=args.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
+                          steps=args.steps, cfg=args.cfg, solver=args.solver, seed=args.seed or 0,
+                          progress=progress)
+            with stage(Stage.POSTPROCESS):
+                write_audio(out_dir / "doctor.wav", result.audio, result.sample_rate)
+        return result.duration_s
+
+    return job
+
+
+def _diagnosed_run(args, preset: str, video: Path, ctx, console):
+    from foleyscope.doctor.api import diagnose
+
+    with tempfile.TemporaryDirectory(prefix="foleyscope-doctor-") as tmp:
+        return diagnose(_job(args, preset, video, args.dtype, Path(tmp), console), context=ctx,
+                        sample_hz=args.sample_hz)
+
+
+def _fix_variant(finding, args) -> tuple[str, dict[str, Any]] | None:
+    """What to change for a re-run that applies `finding`'s fix, or None if it cannot be re-run here."""
+    if finding.id == "fp32_where_bf16_fast":
+        return "run with --dtype bf16", {"dtype": "bf16"}
+    if finding.id == "half_precision_slow":
+        return "run with --dtype fp32", {"dtype": "fp32"}
+    if finding.id in ("input_needs_normalising", "input_long_clip") and "argv" in finding.extra:
+        return "run on the prep'd input", {"prep_argv": finding.extra["argv"]}
+    return None
+
+
+def _try_fixes(report, args, preset: str, console) -> None:
+    """Re-run the same job once per applicable fix; measured saving = baseline total - fixed total."""
+    import time
+
+    from foleyscope.cli import main as cli_main
+    from foleyscope.doctor.trace import Tracer
+
+    baseline = report.total_s
+    for finding in report.findings:
+        variant = _fix_variant(finding, args)
+        if variant is None:
+            finding.extra["try_fix"] = "not re-run: this fix changes code or deployment, not a flag"
+            continue
+        what, change = variant
+        console.print(f"--try-fixes: {finding.id}: {what}")
+        with tempfile.TemporaryDirectory(prefix="foleyscope-fix-") as tmp:
+            video, prep_s = args.video, None
+            if "prep_argv" in change:
+                argv = list(change["prep_argv"][1:])
+                argv[argv.index("-o") + 1] = str(Path(tmp) / "prepped.mp4")
+                start = time.perf_counter()
+                if cli_main(argv) != 0:
+                    finding.extra["try_fix"] = "prep failed; see the error above"
+                    continue
+                prep_s, video = time.perf_counter() - start, Path(tmp) / "prepped.mp4"
+            job = _job(args, preset, video, change.get("dtype", args.dtype), Path(tmp), console)
+            with Tracer() as tracer:
+                job()
+        finding.measured_saving_s = round(baseline - tracer.total_s, 3)
+        finding.extra["try_fix"] = {"change": what, "baseline_s": round(baseline, 3),
+                                    "fixed_s": round(tracer.total_s, 3),
+                                    "prep_s": None if prep_s is None else round(prep_s, 3)}

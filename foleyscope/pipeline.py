@@ -1,0 +1,171 @@
+"""The Foley pipeline: one object, one call, components passed in.
+
+    pipe = FoleyPipeline.load("tiny")                     # or load("xxl", weights="ckpts/")
+    result = pipe("clip.mp4", "footsteps on gravel")      # FoleyResult: 48 kHz mono, as long as the video
+
+Each stage runs under `stage(Stage.X)` so the doctor can time it. The video is decoded once for
+both frame rates; visual features are computed once per frame, text once per call; everything the
+denoiser can precompute is prepared once per window batch, not per step; long clips are split into
+equal windows that are denoised together as one batch and cross-faded."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from foleyscope.doctor.trace import note, stage
+from foleyscope.media.frames import FrameSpec, extract_frames
+from foleyscope.presets import Components, Preset, build_components, get_preset
+from foleyscope.sampler import Solver, sample
+from foleyscope.stages import Stage
+from foleyscope.windows import Window, crossfade, plan_windows
+
+DEFAULT_NEGATIVE_PROMPT = "noisy, harsh"
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class FoleyResult:
+    audio: np.ndarray  # float32 [T], mono
+    sample_rate: int
+    duration_s: float
+    windows: list[Window] = field(default_factory=list)
+
+
+class FoleyPipeline:
+    def __init__(self, components: Components, preset: Preset, device: torch.device, dtype: torch.dtype):
+        self.components, self.preset, self.device, self.dtype = components, preset, device, dtype
+
+    @classmethod
+    def load(
+        cls,
+        preset: str = "tiny",
+        weights: str | os.PathLike[str] | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        seed: int = 0,
+    ) -> FoleyPipeline:
+        """Build the components for `preset`: from `weights` (official files) or seeded random weights."""
+        from foleyscope.device import resolve_device, resolve_dtype
+
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        spec = get_preset(preset)
+        with stage(Stage.LOAD):
+            components = build_components(spec, weights, dev, dt, seed=seed)
+        note("inference_mode", device=str(dev), dtype=str(dt).removeprefix("torch."), compile=False,
+             cuda_graphs=False)
+        return cls(components, spec, dev, dt)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        video: str | os.PathLike[str],
+        prompt: str,
+        *,
+        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        steps: int = 50,
+        cfg: float = 4.5,
+        solver: Solver = "euler",
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> FoleyResult:
+        p, c = self.preset, self.components
+        clip_spec = FrameSpec(p.clip_fps, p.clip_size, "squash")
+        sync_spec = FrameSpec(p.sync_fps, p.sync_size, "crop", interpolation="BICUBIC")
+        with _stage(Stage.DECODE, progress):
+            frames = extract_frames(video, [clip_spec, sync_spec])
+        duration = frames.duration_s
+        windows = plan_windows(duration, p.window_s, p.overlap_s, p.sync_fps)
+
+        with _stage(Stage.VISUAL_ENCODE, progress):
+            clip_all = self._batched(c.visual_encoder, frames.arrays[0], p.visual_batch)  # [N8, D]
+        with _stage(Stage.TEXT_ENCODE, progress):
+            text = c.text_encoder([negative_prompt, prompt])[0].to(self.dtype)  # [2, T, D], no mask (as upstream)
+        with _stage(Stage.SYNC_ENCODE, progress):
+            sync_frames = [_take(frames.arrays[1], w.start_s, w.length_s, p.sync_fps) for w in windows]
+            sync = torch.cat([c.sync_encoder(torch.from_numpy(f)[None].to(self.device)) for f in sync_frames])
+        clip = torch.stack([_take(clip_all, w.start_s, w.length_s, p.clip_fps) for w in windows])
+
+        latent_len = int(windows[0].length_s * p.latent_rate)
+        gen = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        noise = torch.randn(len(windows), p.denoiser.latent_channels, latent_len, generator=gen).to(self.device)
+
+        with _stage(Stage.DENOISE, progress, steps):
+            latents = self._denoise(noise, clip, sync.to(self.dtype), text, steps, cfg, solver, progress)
+        with _stage(Stage.VAE_DECODE, progress):
+            audio = c.vae.decode(latents.to(next(c.vae.parameters()).dtype)).float()[:, 0].cpu().numpy()
+        for name, flops in self._flops(len(windows), latent_len, clip.shape[1], sync_frames[0].shape[0],
+                                       text.shape[1], steps, solver, cfg).items():
+            note("flops", stage=name, flops=flops)  # the doctor's compute floor
+        per_window = [a[: round(w.length_s * p.sample_rate)] for a, w in zip(audio, windows, strict=True)]
+        track = np.clip(crossfade(windows, per_window, p.sample_rate, duration), -1.0, 1.0)
+        return FoleyResult(track, p.sample_rate, duration, windows)
+
+    def _batched(self, encoder: torch.nn.Module, frames: np.ndarray, batch: int) -> torch.Tensor:
+        out = [encoder(torch.from_numpy(frames[i : i + batch]).to(self.device)) for i in range(0, len(frames), batch)]
+        return torch.cat(out).to(self.dtype)
+
+    def _flops(self, n_win: int, latent_len: int, n_clip: int, n_frames: int, n_text: int, steps: int,
+               solver: str, cfg: float) -> dict[str, float]:
+        """Analytic FLOPs of this call's compute stages (encoders of the tiny preset are not counted)."""
+        from foleyscope.model.dac_vae import vae_decode_flops
+        from foleyscope.model.flops import denoiser_flops_per_step, denoiser_prepare_flops
+        from foleyscope.model.synchformer import sync_flops
+
+        p = self.preset
+        n_sync = p.sync.n_tokens(n_frames)
+        batch = n_win * (1 if cfg == 1.0 else 2)
+        nfe = steps if solver == "euler" else 2 * steps - 1
+        shape = (p.denoiser, latent_len, n_clip, n_sync, n_text, batch)
+        return {
+            Stage.DENOISE.value: nfe * denoiser_flops_per_step(*shape) + denoiser_prepare_flops(*shape),
+            Stage.SYNC_ENCODE.value: float(sync_flops(p.sync, n_frames, batch=n_win)),
+            Stage.VAE_DECODE.value: float(vae_decode_flops(p.vae, latent_len, batch=n_win)),
+        }
+
+    def _denoise(self, noise, clip, sync, text, steps, cfg, solver, progress) -> torch.Tensor:
+        den = self.components.denoiser
+        b = noise.shape[0]
+        pos_text = text[1:].expand(b, -1, -1)
+        if cfg == 1.0:
+            cond = den.prepare(clip, sync, pos_text, noise.shape[-1])
+        else:
+            empty_clip, empty_sync = den.uncond_features(b, clip.shape[1], sync.shape[1])
+            cond = den.prepare(
+                torch.cat([empty_clip.to(clip), clip]),
+                torch.cat([empty_sync.to(sync), sync]),
+                torch.cat([text[:1].expand(b, -1, -1), pos_text]),
+                noise.shape[-1],
+            )
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return den(x.to(self.dtype), t, cond)  # t stays fp32, as upstream
+
+        on_step = (lambda i, n: progress(Stage.DENOISE.value, i, n)) if progress else None
+        return sample(velocity, noise, steps=steps, cfg=cfg, solver=solver, on_step=on_step)
+
+
+@contextlib.contextmanager
+def _stage(name: Stage, progress: Progress | None, total: int = 1) -> Iterator[None]:
+    """A traced stage that also tells the caller's progress display when it starts and ends."""
+    if progress:
+        progress(name.value, 0, total)
+    with stage(name):
+        yield
+    if progress:
+        progress(name.value, total, total)
+
+
+def _take(items: np.ndarray | torch.Tensor, start_s: float, length_s: float, rate: float):
+    """Rows [start*rate, start*rate + length*rate) of a per-frame array; past the end, the last row
+    repeats (the frame still shown), so every window has the same number of rows."""
+    first, count = round(start_s * rate), math.ceil(length_s * rate - 1e-6)
+    idx = np.minimum(np.arange(first, first + count), len(items) - 1)
+    return items[idx] if isinstance(items, np.ndarray) else items[torch.from_numpy(idx).to(items.device)]
