@@ -10,7 +10,8 @@ from pathlib import Path
 
 from foleyscope.errors import FoleyscopeError
 
-DENOISER_STEMS = {"xxl": "hunyuanvideo_foley", "xl": "hunyuanvideo_foley_xl"}
+# "tiny" is ours: the same layout at the tiny preset's sizes, so the whole loading path is testable here.
+DENOISER_STEMS = {"xxl": "hunyuanvideo_foley", "xl": "hunyuanvideo_foley_xl", "tiny": "foleyscope_tiny"}
 VAE_STEM = "vae_128d_48k"
 SYNC_STEM = "synchformer_state_dict"
 # Folder names accepted for the two Hugging Face models, in order of preference. The `models--*` form is

@@ -313,7 +313,7 @@ def test_locate_weights_lists_everything_missing(tmp_path: Path) -> None:
         assert expected in msg
     assert "vae_128d_48k" not in msg
     with pytest.raises(FoleyscopeError, match="no official weights"):
-        locate_weights(tmp_path, "tiny")
+        locate_weights(tmp_path, "small")
     with pytest.raises(FoleyscopeError, match="not a folder"):
         locate_weights(tmp_path / "nope", "xxl")
 

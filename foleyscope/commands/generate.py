@@ -28,7 +28,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", default=None, help="what the sound should be (text condition)")
     p.add_argument("--negative-prompt", default=None, help='CFG negative prompt (default "noisy, harsh")')
     p.add_argument("--preset", choices=("tiny", "xl", "xxl"), default=None,
-                   help="model size (default: xxl with --weights, tiny without)")
+                   help="model size (default: xxl with --weights, tiny without; tiny + --weights loads "
+                        "foleyscope_tiny.pth in the official layout)")
     p.add_argument("--weights", type=Path, default=None, help="folder with the official checkpoint files")
     p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     p.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (default 4.5)")
