@@ -42,10 +42,9 @@ def write_official_layout(root: Path, seed: int = 0) -> None:
     siglip.vision_model.load_state_dict(comps.visual_encoder.vision_model.state_dict())
     siglip.save_pretrained(root / "siglip2-base-patch16-512")
     txt = comps.text_encoder.config
-    clap = ClapModel(ClapConfig(text_config=txt.to_dict(), audio_config={"hidden_size": 32, "num_hidden_layers": 1,
-                                                                        "depths": [1, 1, 1, 1], "num_attention_heads": [1, 1, 1, 1],
-                                                                        "patch_embeds_hidden_size": 32},
-                                projection_dim=32))
+    audio = {"hidden_size": 32, "num_hidden_layers": 1, "depths": [1, 1, 1, 1],
+             "num_attention_heads": [1, 1, 1, 1], "patch_embeds_hidden_size": 32}
+    clap = ClapModel(ClapConfig(text_config=txt.to_dict(), audio_config=audio, projection_dim=32))
     missing = clap.text_model.load_state_dict(comps.text_encoder.text_model.state_dict(), strict=False)
     assert not missing.unexpected_keys
     clap.save_pretrained(root / "larger_clap_general")
