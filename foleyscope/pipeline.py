@@ -89,7 +89,8 @@ class FoleyPipeline:
         with _stage(Stage.TEXT_ENCODE, progress):
             text = c.text_encoder([negative_prompt, prompt])[0].to(self.dtype)  # [2, T, D], no mask (as upstream)
         with _stage(Stage.SYNC_ENCODE, progress):
-            sync_frames = [_take(frames.arrays[1], w.start_s, w.length_s, p.sync_fps) for w in windows]
+            sync_s = max(windows[0].length_s, p.sync.segment_frames / p.sync_fps)  # a clip under 0.64 s
+            sync_frames = [_take(frames.arrays[1], w.start_s, sync_s, p.sync_fps) for w in windows]
             sync = torch.cat([c.sync_encoder(torch.from_numpy(f)[None].to(self.device)) for f in sync_frames])
         clip = torch.stack([_take(clip_all, w.start_s, w.length_s, p.clip_fps) for w in windows])
 

@@ -27,12 +27,16 @@ def round_to_total(values: list[float], total: float, nd: int = 2) -> list[float
 
 
 def _evidence_text(ev: dict[str, Any], limit: int = 4) -> str:
+    """The headline numbers only: nested detail (probe dicts, per-rule records) stays in --json/--html,
+    except that a list of rule records shows each rule's measured value."""
     parts = []
     for k, v in ev.items():
         if isinstance(v, float):
             v = f"{v:.3g}"
-        elif isinstance(v, (list, dict)):
-            v = ", ".join(map(str, v)) if isinstance(v, list) else ", ".join(f"{a}={b}" for a, b in v.items())
+        elif isinstance(v, list) and v and all(isinstance(x, dict) and "value" in x for x in v):
+            v = ", ".join(str(x["value"]) for x in v)
+        elif isinstance(v, (list, dict)) or (isinstance(v, str) and len(v) > 60):
+            continue
         parts.append(f"{k}={v}")
         if len(parts) == limit:
             break

@@ -1,0 +1,81 @@
+"""`foleyscope doctor` end to end on the tiny engine: reports, ranking, planted input, --try-fixes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from foleyscope.cli import main
+from foleyscope.doctor.checks import all_checks
+from foleyscope.stages import STAGES
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_list_checks_prints_every_id_and_docs_list_them_too(capsys):
+    assert main(["doctor", "--list-checks"]) == 0
+    out = capsys.readouterr().out
+    docs = (DOCS / "doctor.md").read_text() + (DOCS / "doctor-input.md").read_text() + \
+        (DOCS / "doctor-service.md").read_text()
+    ids = all_checks()
+    assert len(ids) >= 25
+    for cid, (step, _line) in ids.items():
+        assert cid in out, cid
+        assert f"`{cid}`" in docs, f"{cid} is not documented"
+        assert 0 <= step <= 5
+
+
+def test_doctor_writes_json_html_and_trace_whose_numbers_add_up(make_clip, tmp_path):
+    clip = make_clip(width=320, height=180, seconds=1.5, fps=25)
+    r, h, t = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "t.json"
+    assert main(["doctor", str(clip), "--prompt", "a ball bouncing", "--steps", "3", "--dtype", "fp32",
+                 "--json", str(r), "--html", str(h), "--trace", str(t)]) == 0
+    report = json.loads(r.read_text())
+    assert isinstance(report["findings"], list)
+    for name in STAGES:
+        assert name in report["stages"], name
+    top = [row["seconds"] for row in report["stages"].values() if not row.get("parent")]
+    assert sum(top) == pytest.approx(report["total_s"], rel=0.01)
+    assert report["stages"]["denoise"]["steps"] == 3
+    assert report["input"]["width"] == 320 and report["input"]["fps"] == pytest.approx(25)
+    assert report["floor"]["stages"]["denoise"]["flops"] > 0
+    html = h.read_text()
+    assert "http://" not in html and "https://" not in html and "<svg" in html
+    events = json.loads(t.read_text())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    spans = {e["name"] for e in events if e["ph"] == "X"}
+    assert {"decode", "denoise", "vae_decode"} <= spans
+    assert any(e["ph"] == "C" for e in events), "resource samples become counter events"
+
+
+def test_planted_4k_hevc_mkv_is_found_first_and_try_fixes_measures_the_saving(make_clip, tmp_path):
+    clip = make_clip(ext=".mkv", width=3840, height=2160, fps=60, seconds=0.5, codec="libx265")
+    r = tmp_path / "r.json"
+    assert main(["doctor", str(clip), "--prompt", "x", "--steps", "1", "--dtype", "fp32", "--try-fixes",
+                 "--json", str(r)]) == 0
+    report = json.loads(r.read_text())
+    first = report["findings"][0]
+    assert first["id"] == "input_needs_normalising", [f["id"] for f in report["findings"]]
+    assert first["step"] == 4 and "foleyscope prep" in first["fix"] and "--fps 25" in first["fix"]
+    assert first["est_saving_s"] > 0
+    tried = first["extra"]["try_fix"]
+    assert tried["fixed_s"] < tried["baseline_s"]
+    assert first["measured_saving_s"] == pytest.approx(tried["baseline_s"] - tried["fixed_s"], abs=1e-3)
+    assert first["measured_saving_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["doctor", "{clip}"], "--prompt"),
+        (["doctor", "nope.mp4", "--prompt", "x"], "no such file"),
+        (["doctor", "{clip}", "--prompt", "x", "--html", "{tmp}/r.txt"], "--html"),
+    ],
+)
+def test_doctor_bad_input(argv, message, make_clip, tmp_path, capsys):
+    clip = make_clip(width=160, height=90, seconds=1.0, fps=25)
+    assert main([a.format(clip=clip, tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("foleyscope: error:") and message in err[-1]
