@@ -6,9 +6,6 @@ CPUs without them; fp16 is never chosen on a CPU (it is emulated and extremely s
 
 from __future__ import annotations
 
-import functools
-import time
-
 import torch
 
 from foleyscope.errors import FoleyscopeError
@@ -38,28 +35,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda":
             return torch.bfloat16
         if device.type == "cpu":
-            return torch.bfloat16 if matmul_speed(torch.bfloat16) > 1.2 * matmul_speed(torch.float32) else torch.float32
+            from foleyscope.doctor.floor import speedup  # the doctor's probe: one measurement, cached
+
+            return torch.bfloat16 if speedup("cpu", "bfloat16") > 1.2 else torch.float32
         return torch.float32
     if name not in DTYPES:
         raise FoleyscopeError(f"--dtype {name}: expected auto, fp32, bf16 or fp16")
     return DTYPES[name]
-
-
-@functools.cache
-def matmul_speed(dtype: torch.dtype, device: str = "cpu", n: int = 512, seconds: float = 0.05) -> float:
-    """Measured matmul FLOP/s for `dtype` on `device` (cached per process)."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    a @ b  # warm-up
-    synchronize(torch.device(device))
-    reps, start = 0, time.perf_counter()
-    while True:
-        a @ b
-        reps += 1
-        synchronize(torch.device(device))
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and reps >= 3:
-            return 2 * n**3 * reps / elapsed
 
 
 def synchronize(device: torch.device) -> None:
