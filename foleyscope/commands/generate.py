@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
                       "The sound is untrained noise until real weights are given.[/]")
     pipe = FoleyPipeline.load(preset, args.weights, args.device, args.dtype, seed=0)
     console.print(f"model: {preset} on {pipe.device} ({str(pipe.dtype).removeprefix('torch.')})")
+    if pipe.device.type == "cpu" and args.dtype == "fp16":
+        console.print("[yellow]fp16 on a CPU is emulated and very slow; --dtype auto picks fp32 or bf16.[/]")
     failed = 0
     for i, job in enumerate(jobs):
         label = f"[{i + 1}/{len(jobs)}] " if len(jobs) > 1 else ""
