@@ -32,6 +32,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from foleyscope.errors import FoleyscopeError, MediaError
 from foleyscope.media.container import open_input
+from foleyscope.media.probe import stream_duration
 
 # A frame whose pts equals a sample time (up to float rounding) is the one shown at that time.
 _EPS = 1e-6
@@ -335,23 +336,9 @@ def _frame_duration(frame: av.VideoFrame, stream: av.VideoStream) -> float:
     return float(1 / rate) if rate else 0.04
 
 
-def _declared_duration(stream: av.VideoStream) -> float | None:
-    """The video stream's own duration from the header (mp4 track, Matroska DURATION tag)."""
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    tag = (stream.metadata or {}).get("DURATION")
-    if tag:
-        try:
-            h, m, s = tag.split(":")
-            return int(h) * 3600 + int(m) * 60 + float(s)
-        except ValueError:
-            return None
-    return None
-
-
 def _check_complete(path: object, stream: av.VideoStream, stopped: float, period: float, end: float | None) -> None:
     """FFmpeg ends a truncated file quietly; compare where decoding stopped with the header."""
-    declared = _declared_duration(stream)
+    declared = stream_duration(stream)
     if declared is None or (end is not None and end <= stopped):
         return
     if stopped < declared - max(3 * period, 0.02 * declared):
@@ -364,7 +351,7 @@ def _expected_end(container: av.container.InputContainer, stream: av.VideoStream
     """Best header guess of where decoding will stop: sizes the outputs and the progress total."""
     if end is not None:
         return end
-    declared = _declared_duration(stream)
+    declared = stream_duration(stream)
     if declared:
         return declared
     if container.duration:

@@ -80,7 +80,7 @@ def _probe(p: Path, container: av.container.InputContainer) -> MediaInfo:
     rotation = round(-first.rotation / 90) * 90 % 360
 
     duration = container.duration / 1e6 if container.duration else None
-    video_duration = _stream_duration(stream) or duration
+    video_duration = stream_duration(stream) or duration
     duration = duration or video_duration
     _check_complete(p, container, duration)
     if not duration:
@@ -169,7 +169,8 @@ def _is_variable(pts: list[int]) -> bool:
     return odd >= 2 and odd > 0.05 * len(gaps)
 
 
-def _stream_duration(stream: av.stream.Stream) -> float | None:
+def stream_duration(stream: av.stream.Stream) -> float | None:
+    """The stream's own duration from the header (MP4 track duration, Matroska DURATION tag)."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")  # Matroska per-track tag
