@@ -50,6 +50,7 @@ class FoleyPipeline:
         device: str = "auto",
         dtype: str = "auto",
         seed: int = 0,
+        compile: bool = False,
     ) -> FoleyPipeline:
         """Build the components for `preset`: from `weights` (official files) or seeded random weights."""
         from foleyscope.device import resolve_device, resolve_dtype
@@ -59,7 +60,11 @@ class FoleyPipeline:
         spec = get_preset(preset)
         with stage(Stage.LOAD):
             components = build_components(spec, weights, dev, dt, seed=seed)
-        note("inference_mode", device=str(dev), dtype=str(dt).removeprefix("torch."), compile=False,
+            if compile:
+                from foleyscope.accel import compile_denoiser
+
+                compile_denoiser(components.denoiser)
+        note("inference_mode", device=str(dev), dtype=str(dt).removeprefix("torch."), compile=compile,
              cuda_graphs=False)
         return cls(components, spec, dev, dt)
 

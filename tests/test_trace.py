@@ -104,7 +104,7 @@ def test_host_to_device_copies_are_counted() -> None:
     assert copy.h2d_copies == 3 and copy.h2d_bytes == 3 * 4000
     assert copy.pageable_h2d == 3 and copy.blocking_h2d == 2
     assert no_copy.h2d_copies == 0 and no_copy.h2d_bytes == 0
-    with Tracer() as tr_cpu, stage("x"):  # off by default without CUDA: it costs time per op
+    with Tracer() as tr_cpu, stage("x"):  # off by default without CUDA: no device to copy to
         x.to("meta")
     assert tr_cpu.stages[0].h2d_copies is None
 

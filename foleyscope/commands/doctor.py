@@ -79,7 +79,8 @@ def _list_checks() -> int:
     return 0
 
 
-def _job(args: argparse.Namespace, preset: str, video: Path, dtype: str, out_dir: Path, console: Any):
+def _job(args: argparse.Namespace, preset: str, video: Path, dtype: str, out_dir: Path, console: Any,
+         compile: bool | None = None):
     """One complete run as a user would do it: load, generate, write the audio."""
     from foleyscope.doctor.trace import stage
     from foleyscope.media.audio import write_audio
@@ -89,7 +90,8 @@ def _job(args: argparse.Namespace, preset: str, video: Path, dtype: str, out_dir
 
     def job() -> float:
         with StageProgress(console) as progress:
-            pipe = FoleyPipeline.load(preset, args.weights, args.device, dtype, seed=0)
+            pipe = FoleyPipeline.load(preset, args.weights, args.device, dtype, seed=0,
+                                      compile=args.compile if compile is None else compile)
             result = pipe(video, args.prompt, negative_prompt=args.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
                           steps=args.steps, cfg=args.cfg, solver=args.solver, seed=args.seed or 0,
                           progress=progress)
@@ -114,6 +116,8 @@ def _fix_variant(finding, args) -> tuple[str, dict[str, Any]] | None:
         return "run with --dtype bf16", {"dtype": "bf16"}
     if finding.id == "half_precision_slow":
         return "run with --dtype fp32", {"dtype": "fp32"}
+    if finding.id == "compile_off":
+        return "run with --compile (the first video pays the compile time)", {"compile": True}
     if finding.id in ("input_needs_normalising", "input_long_clip") and "argv" in finding.extra:
         return "run on the prep'd input", {"prep_argv": finding.extra["argv"]}
     return None
@@ -144,7 +148,8 @@ def _try_fixes(report, args, preset: str, console) -> None:
                     finding.extra["try_fix"] = "prep failed; see the error above"
                     continue
                 prep_s, video = time.perf_counter() - start, Path(tmp) / "prepped.mp4"
-            job = _job(args, preset, video, change.get("dtype", args.dtype), Path(tmp), console)
+            job = _job(args, preset, video, change.get("dtype", args.dtype), Path(tmp), console,
+                       change.get("compile"))
             with Tracer() as tracer:
                 job()
         finding.measured_saving_s = round(baseline - tracer.total_s, 3)

@@ -38,6 +38,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="model dtype (auto: bf16 on CUDA; on CPU whichever a quick probe measures faster)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the denoiser (the first video pays tens of seconds; for batches/GPUs)")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is None:
         console.print("[yellow]No --weights given: using the tiny preset with seeded random weights. "
                       "The sound is untrained noise until real weights are given.[/]")
-    pipe = FoleyPipeline.load(preset, args.weights, args.device, args.dtype, seed=0)
+    pipe = FoleyPipeline.load(preset, args.weights, args.device, args.dtype, seed=0, compile=args.compile)
     console.print(f"model: {preset} on {pipe.device} ({str(pipe.dtype).removeprefix('torch.')})")
     if pipe.device.type == "cpu" and args.dtype == "fp16":
         console.print("[yellow]fp16 on a CPU is emulated and very slow; --dtype auto picks fp32 or bf16.[/]")

@@ -97,7 +97,7 @@ class Tracer:
         capture_threads: bool = True,
     ) -> None:
         self.sync = sync
-        self.count_h2d = count_h2d  # None: only when CUDA is available (the counting costs per-op time)
+        self.count_h2d = count_h2d  # None: only when CUDA is available (on CPU there is nothing to copy)
         self.h2d_target = h2d_target
         self.observe_modules = observe_modules
         self.watch_loads = watch_loads

@@ -1,4 +1,4 @@
-"""What a Tracer observes without the traced code's help: host-to-device copies (a TorchDispatchMode),
+"""What a Tracer observes without the traced code's help: host-to-device copies (wrapped Tensor.to/cuda/copy_),
 the modules each stage runs (global forward hooks: parameter devices/dtypes, autocast, rebuilt models)
 and weight-file reads (torch.load, safetensors, load_state_dict). Each installer returns its undo."""
 
@@ -17,15 +17,16 @@ from typing import Any
 
 
 class CopyCounter:
-    """Counts aten copies from a CPU tensor to `target` (device type), with bytes, pinned and non_blocking.
+    """Counts copies from a CPU tensor to `target` (device type), with bytes, pinned and non_blocking.
 
-    A dispatch mode sees every op of the thread that installed it, so it costs a Python call per op:
-    the Tracer installs it only where CUDA is available (or when asked)."""
+    It wraps the three Python entry points that start such a copy (Tensor.to, Tensor.cuda, Tensor.copy_)
+    rather than installing a dispatch mode: a mode would put a Python call in front of every op of the
+    traced run and so slow down, and distort, the very GPU timings the doctor reads. Copies started from
+    C++ are not seen; model code starts its host-to-device copies from Python."""
 
     def __init__(self, target: str = "cuda") -> None:
         self.target = target
         self.copies = self.bytes = self.pageable = self.blocking = 0
-        self._mode: Any = None
 
     def snapshot(self) -> tuple[int, int, int, int]:
         return self.copies, self.bytes, self.pageable, self.blocking
@@ -40,31 +41,40 @@ class CopyCounter:
         self.pageable += not pinned
         self.blocking += not non_blocking
 
+    def _seen(self, src: Any, out: Any, non_blocking: bool) -> None:
+        if out is not src and getattr(out, "device", None) is not None and src.device.type == "cpu" \
+                and out.device.type == self.target:
+            self._count(src, non_blocking)
+
     def install(self) -> Callable[[], None]:
         import torch
-        from torch.utils._python_dispatch import TorchDispatchMode
 
         counter = self
-        to_copy, copy_ = torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default
+        orig_to, orig_cuda, orig_copy = torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.copy_
 
-        class _Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-                kwargs = kwargs or {}
-                if func is to_copy:
-                    src, dev = args[0], kwargs.get("device")
-                    if dev is not None and dev.type == counter.target and src.device.type == "cpu":
-                        counter._count(src, bool(kwargs.get("non_blocking", False)))
-                elif func is copy_ and len(args) >= 2:
-                    dst, src = args[0], args[1]
-                    if dst.device.type == counter.target and getattr(src, "device", None) is not None \
-                            and src.device.type == "cpu":
-                        nb = args[2] if len(args) > 2 else kwargs.get("non_blocking", False)
-                        counter._count(src, bool(nb))
-                return func(*args, **kwargs)
+        def to(self: Any, *args: Any, **kwargs: Any) -> Any:
+            out = orig_to(self, *args, **kwargs)
+            nb = kwargs.get("non_blocking", any(a is True for a in args if isinstance(a, bool)))
+            counter._seen(self, out, bool(nb))
+            return out
 
-        self._mode = _Mode()
-        self._mode.__enter__()
-        return lambda: self._mode.__exit__(None, None, None)
+        def cuda(self: Any, *args: Any, **kwargs: Any) -> Any:
+            out = orig_cuda(self, *args, **kwargs)
+            counter._seen(self, out, bool(kwargs.get("non_blocking", len(args) > 1 and args[1])))
+            return out
+
+        def copy_(self: Any, src: Any, non_blocking: bool = False) -> Any:
+            if self.device.type == counter.target and getattr(src, "device", None) is not None \
+                    and src.device.type == "cpu":
+                counter._count(src, bool(non_blocking))
+            return orig_copy(self, src, non_blocking)
+
+        torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.copy_ = to, cuda, copy_
+
+        def undo() -> None:
+            torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.copy_ = orig_to, orig_cuda, orig_copy
+
+        return undo
 
 
 # -- modules each stage runs ------------------------------------------------------------------------
