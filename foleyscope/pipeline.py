@@ -92,15 +92,17 @@ class FoleyPipeline:
         with _stage(Stage.VISUAL_ENCODE, progress):
             clip_all = self._batched(c.visual_encoder, frames.arrays[0], p.visual_batch)  # [N8, D]
         with _stage(Stage.TEXT_ENCODE, progress):
-            text = c.text_encoder([negative_prompt, prompt])[0].to(self.dtype)  # [2, T, D], no mask (as upstream)
+            # [2, T, D] padded together, no mask (as upstream); without guidance the negative is unused
+            prompts = [prompt] if cfg == 1.0 else [negative_prompt, prompt]
+            text = c.text_encoder(prompts)[0].to(self.dtype)
         with _stage(Stage.SYNC_ENCODE, progress):
             sync_s = max(windows[0].length_s, p.sync.segment_frames / p.sync_fps)  # a clip under 0.64 s
             sync_frames = [_take(frames.arrays[1], w.start_s, sync_s, p.sync_fps) for w in windows]
-            sync = torch.cat([c.sync_encoder(torch.from_numpy(f)[None].to(self.device)) for f in sync_frames])
+            sync = c.sync_encoder(torch.from_numpy(np.stack(sync_frames)).to(self.device))  # windows as a batch
         clip = torch.stack([_take(clip_all, w.start_s, w.length_s, p.clip_fps) for w in windows])
 
-        latent_len = int(windows[0].length_s * p.latent_rate)
-        gen = torch.Generator("cpu").manual_seed(seed if seed is not None else torch.seed() % 2**63)
+        latent_len = round(windows[0].length_s * p.latent_rate)  # length_s is on the 25 fps grid
+        gen = torch.Generator("cpu").manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8)) >> 1)
         noise = torch.randn(len(windows), p.denoiser.latent_channels, latent_len, generator=gen).to(self.device)
 
         with _stage(Stage.DENOISE, progress, steps):
@@ -139,7 +141,7 @@ class FoleyPipeline:
     def _denoise(self, noise, clip, sync, text, steps, cfg, solver, progress) -> torch.Tensor:
         den = self.components.denoiser
         b = noise.shape[0]
-        pos_text = text[1:].expand(b, -1, -1)
+        pos_text = text[-1:].expand(b, -1, -1)  # the prompt is the last row (the only one without CFG)
         if cfg == 1.0:
             cond = den.prepare(clip, sync, pos_text, noise.shape[-1])
         else:

@@ -50,23 +50,34 @@ def test_seed_makes_it_deterministic_and_conditions_matter(pipe, make_clip):
 def test_step_invariant_work_runs_once_per_video(pipe, make_clip, monkeypatch):
     clip = make_clip(width=160, height=90, seconds=1.2, fps=25)
     c = pipe.components
-    calls = {"text": 0, "visual": 0, "prepare": 0, "forward": 0}
-    h1 = c.text_encoder.register_forward_hook(lambda *a: calls.__setitem__("text", calls["text"] + 1))
-    h2 = c.visual_encoder.register_forward_hook(lambda *a: calls.__setitem__("visual", calls["visual"] + 1))
-    h3 = c.denoiser.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
-    prepare = c.denoiser.prepare
+    den = c.denoiser
+    calls: dict[str, int] = {}
 
-    def counted(*args, **kwargs):
-        calls["prepare"] += 1
-        return prepare(*args, **kwargs)
+    def counter(name):
+        return lambda *a, **k: calls.__setitem__(name, calls.get(name, 0) + 1)
 
-    monkeypatch.setattr(c.denoiser, "prepare", counted)
+    modules = {"text": c.text_encoder, "visual": c.visual_encoder, "forward": den, "visual_proj": den.visual_proj,
+               "cond_in": den.cond_in, "sync_in": den.sync_in}
+    hooks = [m.register_forward_hook(counter(name)) for name, m in modules.items()]
+    for name, fn in (("prepare", den.prepare), ("rope_tables", den.rope_tables)):
+        monkeypatch.setattr(den, name, lambda *a, _fn=fn, _name=name, **k: counter(_name)() or _fn(*a, **k))
+    for blk in den.triple_blocks:
+        monkeypatch.setattr(blk, "text_kv", lambda *a, _fn=blk.text_kv, **k: counter("text_kv")() or _fn(*a, **k))
     try:
         pipe(clip, "rain", steps=5, seed=0)
     finally:
-        for h in (h1, h2, h3):
+        for h in hooks:
             h.remove()
-    assert calls == {"text": 1, "visual": 1, "prepare": 1, "forward": 5}
+    once = {"text": 1, "visual": 1, "prepare": 1, "visual_proj": 1, "cond_in": 1, "sync_in": 1, "rope_tables": 1}
+    assert calls == {**once, "forward": 5, "text_kv": len(den.triple_blocks)}
+
+
+def test_odd_frame_counts_leave_no_silent_tail(pipe, make_clip):
+    # 29 frames: 1.16 s, whose latent length 58 is 57.99999 in floating point
+    clip = make_clip(width=64, height=36, fps=25, seconds=29 / 25)
+    audio = pipe(clip, "tick", steps=2, seed=0).audio
+    assert audio.shape == (round(29 / 25 * 48000),)
+    assert np.abs(audio[-480:]).max() > 1e-3, "the last 10 ms are silent"
 
 
 def test_heun_uses_two_evaluations_per_step_and_differs_from_euler(pipe, make_clip):
@@ -95,6 +106,19 @@ def test_generate_cli_writes_wav_and_muxed_video(make_clip, tmp_path):
         assert float(c.duration / 1e6) == pytest.approx(1.6, abs=0.05)
 
 
+def test_batch_refuses_two_videos_that_would_write_the_same_file(make_clip, tmp_path, capsys):
+    a = make_clip(width=160, height=90, seconds=1.0, fps=25)
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    for d in ("d1", "d2"):
+        (tmp_path / d / "c.mp4").write_bytes(a.read_bytes())
+    csv = tmp_path / "list.csv"
+    csv.write_text("video,prompt\nd1/c.mp4,knock\nd2/c.mp4,knock\n")
+    assert main(["generate", "--batch", str(csv), "--out-dir", str(tmp_path / "out"), "--steps", "1"]) == 2
+    assert "would both write" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_batch_csv_loads_the_model_once(make_clip, tmp_path, monkeypatch):
     a = make_clip(width=160, height=90, seconds=1.0, fps=25)
     b = make_clip(width=128, height=72, seconds=1.4, fps=24)
@@ -121,14 +145,19 @@ def test_batch_csv_loads_the_model_once(make_clip, tmp_path, monkeypatch):
         (["generate", "{clip}", "--prompt", "x", "--device", "cuda"] if not torch.cuda.is_available()
          else ["generate", "{clip}", "--prompt", "x", "--device", "tpu"], "--device"),
         (["generate", "{clip}"], "--prompt is required"),
+        (["generate", "{clip}", "--prompt", "x", "--cfg", "nan"], "--cfg"),
+        (["generate", "{clip}", "--prompt", "x", "-o", "{tmp}/dir.wav"], "is a folder"),
+        (["generate", "{clip}", "--prompt", "x", "-o", "{clip}/a.wav"], "is a file, not a folder"),
+        (["generate", "{clip}", "--prompt", "x", "--mux", "{tmp}/a.mp3"], "--mux"),
     ],
 )
 def test_generate_bad_input_is_one_line_exit_2_and_no_file(argv, message, make_clip, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "dir.wav").mkdir()
     clip = make_clip(width=160, height=90, seconds=1.0, fps=25)
     argv = [a.format(clip=clip, tmp=tmp_path) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("foleyscope: error:") and message in err[-1]
     assert "Traceback" not in "\n".join(err)
-    assert not list(tmp_path.rglob("*.wav")) and not list(tmp_path.rglob("a.*"))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "an output file was left behind"

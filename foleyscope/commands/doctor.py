@@ -10,6 +10,7 @@ from typing import Any
 
 from foleyscope.commands.generate import add_engine_args, check_engine_args
 from foleyscope.errors import FoleyscopeError
+from foleyscope.media.atomic import check_output_path
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
                                  ("--trace", args.trace, (".json",))):
         if path is not None and path.suffix.lower() not in suffixes:
             raise FoleyscopeError(f"{flag} {path}: must end in {' or '.join(suffixes)}")
+        if path is not None:
+            check_output_path(path)
     if args.parallel < 1 or args.sample_hz < 0:
         raise FoleyscopeError("--parallel must be >= 1 and --sample-hz >= 0")
 
@@ -92,7 +95,8 @@ def _job(args: argparse.Namespace, preset: str, video: Path, dtype: str, out_dir
         with StageProgress(console) as progress:
             pipe = FoleyPipeline.load(preset, args.weights, args.device, dtype, seed=0,
                                       compile=args.compile if compile is None else compile)
-            result = pipe(video, args.prompt, negative_prompt=args.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
+            negative = DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt
+            result = pipe(video, args.prompt, negative_prompt=negative,
                           steps=args.steps, cfg=args.cfg, solver=args.solver, seed=args.seed or 0,
                           progress=progress)
             with stage(Stage.POSTPROCESS):

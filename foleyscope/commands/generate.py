@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from foleyscope.errors import FoleyscopeError
+from foleyscope.media.atomic import check_output_path
+from foleyscope.media.audio import VIDEO_SUFFIXES as MUX_SUFFIXES
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
-AUDIO_SUFFIXES = {".wav", ".flac"}
+BATCH_INPUTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}  # what --batch FOLDER picks up
+AUDIO_OUTPUTS = {".wav", ".flac"}  # what -o takes (lossless: the track is the product)
 
 
 @dataclass
@@ -47,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("video", nargs="?", type=Path, help="input video")
     add_engine_args(p)
     p.add_argument("-o", "--output", type=Path, default=None, help="output audio, .wav or .flac")
-    p.add_argument("--mux", type=Path, default=None, help="also write the video with the generated audio")
+    p.add_argument("--mux", type=Path, default=None,
+                   help="also write the video with the generated audio (with --batch: a folder for them)")
     p.add_argument("--batch", type=Path, default=None,
                    help="a folder of videos, or a CSV with columns video,prompt[,negative_prompt]")
     p.add_argument("--out-dir", type=Path, default=None, help="output folder for --batch")
@@ -57,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def check_engine_args(args: argparse.Namespace) -> str:
     if args.steps < 1:
         raise FoleyscopeError("--steps must be at least 1")
-    if args.cfg < 1.0:
+    if not math.isfinite(args.cfg) or args.cfg < 1.0:
         raise FoleyscopeError("--cfg must be at least 1.0 (1.0 turns guidance off)")
     if args.weights is not None and not args.weights.is_dir():
         raise FoleyscopeError(f"--weights {args.weights}: not a folder")
@@ -74,16 +78,16 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
         if args.prompt is None:
             raise FoleyscopeError("--prompt is required (use --prompt '' for video-only conditioning)")
         out = args.output or Path("out") / f"{args.video.stem}.wav"
-        if out.suffix.lower() not in AUDIO_SUFFIXES:
+        if out.suffix.lower() not in AUDIO_OUTPUTS:
             raise FoleyscopeError(f"-o {out}: the audio output must end in .wav or .flac")
-        if args.mux is not None and args.mux.suffix.lower() not in {".mp4", ".mov", ".mkv"}:
-            raise FoleyscopeError(f"--mux {args.mux}: must end in .mp4, .mov or .mkv")
-        return [Job(args.video, args.prompt, args.negative_prompt, out, args.mux)]
+        if args.mux is not None and args.mux.suffix.lower() not in MUX_SUFFIXES:
+            raise FoleyscopeError(f"--mux {args.mux}: must end in {', '.join(MUX_SUFFIXES)}")
+        return _checked([Job(args.video, args.prompt, args.negative_prompt, out, args.mux)])
     if args.video is not None:
         raise FoleyscopeError("give either a VIDEO or --batch, not both")
     out_dir = args.out_dir or Path("out")
     if args.batch.is_dir():
-        videos = sorted(p for p in args.batch.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        videos = sorted(p for p in args.batch.iterdir() if p.suffix.lower() in BATCH_INPUTS)
         if not videos:
             raise FoleyscopeError(f"--batch {args.batch}: no video files in this folder")
         if args.prompt is None:
@@ -93,10 +97,25 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
         rows = _read_csv(args.batch, args.negative_prompt)
     else:
         raise FoleyscopeError(f"--batch {args.batch}: expected a folder or a .csv file")
-    return [
-        Job(v, pr, neg, out_dir / f"{v.stem}.wav", out_dir / f"{v.stem}.mp4" if args.mux else None)
+    if args.mux is not None and args.mux.suffix:
+        raise FoleyscopeError(f"--mux {args.mux}: with --batch, give a folder for the muxed videos")
+    return _checked([
+        Job(v, pr, neg, out_dir / f"{v.stem}.wav", args.mux / f"{v.stem}.mp4" if args.mux else None)
         for v, pr, neg in rows
-    ]
+    ])
+
+
+def _checked(jobs: list[Job]) -> list[Job]:
+    """Every output writable, and no two jobs writing the same file, before any model is loaded."""
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        for out in filter(None, (job.out, job.mux)):
+            check_output_path(out)
+            if out.resolve() in seen:
+                raise FoleyscopeError(f"{seen[out.resolve()]} and {job.video} would both write {out}; "
+                                      "rename one of the videos")
+            seen[out.resolve()] = job.video
+    return jobs
 
 
 def _read_csv(path: Path, default_negative: str | None) -> list[tuple[Path, str, str | None]]:
@@ -107,8 +126,8 @@ def _read_csv(path: Path, default_negative: str | None) -> list[tuple[Path, str,
         rows = []
         for n, row in enumerate(reader, start=2):
             video = Path(row["video"] or "")
-            if not video.is_absolute() and not video.exists():
-                video = path.parent / video
+            if not video.is_absolute() and (path.parent / video).exists():
+                video = path.parent / video  # relative to the CSV first, then to the current folder
             if not row["video"]:
                 raise FoleyscopeError(f"{path}:{n}: empty video column")
             rows.append((video, row["prompt"] or "", row.get("negative_prompt") or default_negative))
@@ -141,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         label = f"[{i + 1}/{len(jobs)}] " if len(jobs) > 1 else ""
         try:
             with StageProgress(console, label) as progress:
-                result = pipe(job.video, job.prompt, negative_prompt=job.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
+                negative = DEFAULT_NEGATIVE_PROMPT if job.negative_prompt is None else job.negative_prompt
+                result = pipe(job.video, job.prompt, negative_prompt=negative,
                               steps=args.steps, cfg=args.cfg, solver=args.solver, seed=args.seed, progress=progress)
                 with stage(Stage.POSTPROCESS):
                     progress(Stage.POSTPROCESS.value, 0, 1)
@@ -153,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
             if len(jobs) == 1:
                 raise
             failed += 1
-            print(f"foleyscope: error: {job.video}: {exc}", file=sys.stderr)
+            where = "" if str(exc).startswith(str(job.video)) else f"{job.video}: "
+            print(f"foleyscope: error: {where}{exc}", file=sys.stderr)
             continue
         muxed = f" and {job.mux}" if job.mux else ""
         console.print(f"{label}wrote {job.out}{muxed} ({result.duration_s:.2f} s at {result.sample_rate} Hz, "

@@ -23,7 +23,7 @@ import soundfile
 
 from foleyscope.errors import FoleyscopeError, MediaError
 from foleyscope.media.atomic import atomic_output
-from foleyscope.media.container import open_input
+from foleyscope.media.container import open_input, video_stream
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def mux(
         raise FoleyscopeError(f"{out_path}: output would overwrite the input video")
     inp = open_input(video_path)
     try:
-        vin = inp.streams.video[0]
+        vin = video_stream(inp)
         tb = vin.time_base
         start_pts = vin.start_time if vin.start_time is not None else 0
         fallback = 1 / (vin.guessed_rate or vin.average_rate or 25)

@@ -31,7 +31,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from foleyscope.errors import FoleyscopeError, MediaError
-from foleyscope.media.container import open_input
+from foleyscope.media.container import open_input, video_stream
 from foleyscope.media.probe import stream_duration
 
 # A frame whose pts equals a sample time (up to float rounding) is the one shown at that time.
@@ -238,7 +238,7 @@ def extract_frames(
     keys = [(s.size, s.mode, s.interpolation.upper()) for s in specs]
     geometries = {key: _Geometry(*key) for key in keys}
     container = open_input(path)
-    stream = container.streams.video[0]
+    stream = video_stream(container)
     stream.codec_context.thread_type = "AUTO"  # frame/slice threads inside FFmpeg
     decoded = _decode(container, stream, path, start)
     converter = _Converter(threaded=THREADED_CONVERSION)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from foleyscope.doctor.finding import Finding, Severity
-from foleyscope.media.container import open_input
+from foleyscope.media.container import open_input, video_stream
 from foleyscope.stages import STAGES, Stage
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def measure_decode(video_path: str, total_frames: int, *, sample_seconds: float 
     t0 = time.perf_counter()
     container = open_input(video_path)
     try:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         stream.thread_type = "AUTO"
         first_pts = None
         t_first = t_last = 0.0

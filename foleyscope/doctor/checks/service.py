@@ -29,7 +29,7 @@ import av
 from foleyscope.doctor.finding import Finding, rank
 from foleyscope.doctor.http_timing import MultipartShape, RequestShape, Timing
 from foleyscope.errors import FoleyscopeError, MediaError
-from foleyscope.media.container import open_input
+from foleyscope.media.container import open_input, video_stream
 
 __all__ = ["CHECKS", "MultipartShape", "RequestShape", "Timing", "check_service", "clip_duration", "cut_head"]
 
@@ -291,14 +291,14 @@ def clip_duration(path: str | os.PathLike[str]) -> float:
     with open_input(path) as c:
         if c.duration:
             return float(c.duration) / 1_000_000
-        s = c.streams.video[0]
+        s = video_stream(c)
         return float(s.duration * s.time_base) if s.duration and s.time_base else 0.0
 
 
 def cut_head(src: str | os.PathLike[str], dst: str | os.PathLike[str], seconds: float) -> float:
     """Copy the first `seconds` of the video stream (no re-encode) into `dst`; return its duration."""
     with open_input(src) as inp:
-        ins = inp.streams.video[0]
+        ins = video_stream(inp)
         with av.open(str(dst), "w") as out:
             outs = out.add_stream_from_template(ins)
             for pkt in inp.demux(ins):
