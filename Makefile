@@ -1,5 +1,6 @@
 # Two commands do all the set-up: `make demo` and `make test`. Each creates .venv if it is missing
-# and installs the pinned dependencies (torch first, so no CUDA build is pulled in).
+# and installs the pinned dependencies, torch first (on this project's machines pip resolves
+# torch==2.13.0 to the local CPU wheel; a looser pin would pull a multi-GB CUDA build).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
