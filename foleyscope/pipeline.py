@@ -55,10 +55,10 @@ class FoleyPipeline:
         """Build the components for `preset`: from `weights` (official files) or seeded random weights."""
         from foleyscope.device import resolve_device, resolve_dtype
 
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
         spec = get_preset(preset)
         with stage(Stage.LOAD):
+            dev = resolve_device(device)
+            dt = resolve_dtype(dtype, dev)  # `auto` on a CPU runs a short matmul probe
             components = build_components(spec, weights, dev, dt, seed=seed)
             if compile:
                 from foleyscope.accel import compile_denoiser
