@@ -1,0 +1,92 @@
+"""Acceleration modes side by side: each mode's speed-up over fp32 and its drift from the fp32 output.
+
+    .venv/bin/python benchmarks/modes.py [--preset mid|tiny] [--seconds 5] [--steps 8] [--device cpu]
+                                         [--modes fp32,bf16,compile]
+
+Every mode runs the same clip, prompt and seed through the whole pipeline; the fp32 run is the
+reference. Drift is the relative L2 error of the generated audio, and of the final latents (the
+denoiser's output before the VAE), against the reference. Weights are seeded random, so the drift
+measures numerics, not perceived quality. `compile` is timed on its second call (the first pays the
+compile). Modes that cannot run on the device (fp16 on a CPU is emulated and very slow) are skipped
+with a reason."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from foleyscope.accel import compile_denoiser
+from foleyscope.device import resolve_device, synchronize
+from foleyscope.media.synth import SynthSpec, make_video
+from foleyscope.pipeline import FoleyPipeline
+from foleyscope.presets import PRESETS, random_components
+
+sys.path.insert(0, str(Path(__file__).parent))
+from engine import MID  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def run_mode(mode: str, preset, device: torch.device, clip: Path, steps: int) -> tuple[float, np.ndarray, torch.Tensor]:
+    dtype = DTYPES.get(mode, torch.float32)
+    pipe = FoleyPipeline(random_components(preset, device, dtype, seed=0), preset, device, dtype)
+    latents: list[torch.Tensor] = []
+    vae = pipe.components.vae
+    if mode == "compile":
+        compile_denoiser(pipe.components.denoiser)
+        pipe(clip, "footsteps on gravel", steps=steps, seed=0)  # pays the compile
+    decode = vae.decode
+    vae.decode = lambda z: (latents.append(z.detach().float().cpu()), decode(z))[1]
+    synchronize(device)
+    start = time.perf_counter()
+    audio = pipe(clip, "footsteps on gravel", steps=steps, seed=0).audio
+    synchronize(device)
+    return time.perf_counter() - start, audio, latents[-1]
+
+
+def rel(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=("tiny", "mid"), default="mid")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--modes", default="fp32,bf16,compile")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    preset = MID if args.preset == "mid" else PRESETS["tiny"]
+    clip = make_video(Path(tempfile.mkdtemp()) / "modes.mp4", SynthSpec(width=640, height=360, seconds=args.seconds))
+    print(f"{preset.name} preset, {device}, {args.seconds:g} s clip, {args.steps} steps, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    ref = None
+    rows = []
+    for mode in args.modes.split(","):
+        if mode == "fp16" and device.type == "cpu":
+            rows.append((mode, None, None, None, "skipped: fp16 on a CPU is emulated"))
+            continue
+        seconds, audio, latents = run_mode(mode, preset, device, clip, args.steps)
+        if ref is None:
+            ref = (seconds, audio, latents)
+        rows.append((mode, seconds, rel(latents, ref[2]), rel(audio, ref[1]), ""))
+    print("\n| mode | pipeline s | speed-up vs fp32 | latent drift (rel L2) | audio drift (rel L2) | note |")
+    print("|---|---|---|---|---|---|")
+    for mode, s, dl, da, note in rows:
+        if s is None:
+            print(f"| {mode} | - | - | - | - | {note} |")
+        else:
+            print(f"| {mode} | {s:.2f} | {ref[0] / s:.2f}x | {dl:.2e} | {da:.2e} | {note} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
