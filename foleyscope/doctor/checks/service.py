@@ -203,7 +203,7 @@ def _reload(m: dict[str, Any]) -> Finding | None:
         evidence={"per_request_overhead_s": over, "cold_wait_s": m["cold_wait_s"], "warm_wait_s": warm_wait,
                   "reported_processing_s": m.get("reported_processing_s"), "how": how},
         fix=("Load the model once at server start-up and keep it in memory (a module-level or app-state "
-             "object, not inside the request handler); foleyscope's own server loads once and queues jobs"),
+             "object, not inside the request handler)"),
         est_saving_s=round(over, 4),
         extra={"saving_unit": "per request"},
     )
@@ -242,7 +242,7 @@ def _serialised(m: dict[str, Any]) -> Finding | None:
                          "spare capacity"},
         fix=("Use an async server (FastAPI + Uvicorn) that accepts jobs into a queue and runs them on a "
              "worker that owns the model, batching requests where the device has room; a Redis-backed "
-             "queue to scale out across GPUs. foleyscope's own server works this way"),
+             "queue to scale out across GPUs"),
         est_saving_s=round(saving, 4), extra={"saving_unit": f"per batch of {p['n']} requests"},
     )
 
