@@ -105,10 +105,17 @@ class FoleyPipeline:
         gen = torch.Generator("cpu").manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8)) >> 1)
         noise = torch.randn(len(windows), p.denoiser.latent_channels, latent_len, generator=gen).to(self.device)
 
-        with _stage(Stage.DENOISE, progress, steps):
-            latents = self._denoise(noise, clip, sync.to(self.dtype), text, steps, cfg, solver, progress)
+        # windows run as one batch, in chunks of `window_batch` so a long clip's memory stays bounded
+        chunks = [slice(i, i + p.window_batch) for i in range(0, len(windows), p.window_batch)]
+        with _stage(Stage.DENOISE, progress, steps * len(chunks)):
+            latents = torch.cat([
+                self._denoise(noise[s], clip[s], sync[s].to(self.dtype), text, steps, cfg, solver,
+                              progress, done=k * steps, total=steps * len(chunks))
+                for k, s in enumerate(chunks)
+            ])
         with _stage(Stage.VAE_DECODE, progress):
-            audio = c.vae.decode(latents.to(next(c.vae.parameters()).dtype)).float()[:, 0].cpu().numpy()
+            vae_dtype = next(c.vae.parameters()).dtype
+            audio = torch.cat([c.vae.decode(latents[s].to(vae_dtype)).float()[:, 0].cpu() for s in chunks]).numpy()
         for name, flops in self._flops(len(windows), latent_len, clip.shape[1], sync_frames[0].shape[0],
                                        text.shape[1], steps, solver, cfg).items():
             note("flops", stage=name, flops=flops)  # the doctor's compute floor
@@ -129,7 +136,7 @@ class FoleyPipeline:
 
         p = self.preset
         n_sync = p.sync.n_tokens(n_frames)
-        batch = n_win * (1 if cfg == 1.0 else 2)
+        batch = n_win * (1 if cfg == 1.0 else 2)  # chunks of windows add up to the same work
         nfe = steps if solver == "euler" else 2 * steps - 1
         shape = (p.denoiser, latent_len, n_clip, n_sync, n_text, batch)
         return {
@@ -138,7 +145,7 @@ class FoleyPipeline:
             Stage.VAE_DECODE.value: float(vae_decode_flops(p.vae, latent_len, batch=n_win)),
         }
 
-    def _denoise(self, noise, clip, sync, text, steps, cfg, solver, progress) -> torch.Tensor:
+    def _denoise(self, noise, clip, sync, text, steps, cfg, solver, progress, done=0, total=None) -> torch.Tensor:
         den = self.components.denoiser
         b = noise.shape[0]
         pos_text = text[-1:].expand(b, -1, -1)  # the prompt is the last row (the only one without CFG)
@@ -156,7 +163,7 @@ class FoleyPipeline:
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return den(x.to(self.dtype), t, cond)  # t stays fp32, as upstream
 
-        on_step = (lambda i, n: progress(Stage.DENOISE.value, i, n)) if progress else None
+        on_step = (lambda i, n: progress(Stage.DENOISE.value, done + i, total or n)) if progress else None
         return sample(velocity, noise, steps=steps, cfg=cfg, solver=solver, on_step=on_step)
 
 

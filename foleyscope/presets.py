@@ -45,6 +45,7 @@ class Preset:
     sample_rate: int = 48000
     window_s: float = 15.0  # the model's context; longer clips are windowed
     overlap_s: float = 2.0
+    window_batch: int = 4  # windows denoised together; more is faster on a big GPU, fewer needs less memory
     visual_batch: int = 32  # SigLIP2 frames per forward
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import av
 import numpy as np
 import pytest
@@ -33,6 +35,18 @@ def test_a_25_s_clip_gives_25_s_of_audio_with_no_silent_seam(pipe, make_clip):
     assert result.audio.shape == (25 * 48000,)
     rms = np.sqrt((result.audio.reshape(-1, 4800) ** 2).mean(axis=1))  # 100 ms blocks
     assert rms.min() > 0.2 * np.median(rms), "a dip near a window seam"
+
+
+def test_windows_in_chunks_give_the_same_track_as_one_batch(pipe, make_clip):
+    clip = make_clip(width=96, height=64, seconds=25.0, fps=25)
+    together = pipe(clip, "footsteps", steps=1, seed=3).audio
+    one_at_a_time = FoleyPipeline(pipe.components, dataclasses.replace(pipe.preset, window_batch=1), pipe.device,
+                                  pipe.dtype)
+    steps_seen = []
+    apart = one_at_a_time(clip, "footsteps", steps=1, seed=3,
+                          progress=lambda s, i, n: steps_seen.append((i, n)) if s == "denoise" else None).audio
+    np.testing.assert_allclose(apart, together, atol=1e-4)
+    assert steps_seen[-1] == (2, 2), "progress counts the steps of every chunk"
 
 
 def test_seed_makes_it_deterministic_and_conditions_matter(pipe, make_clip):
