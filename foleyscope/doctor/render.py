@@ -72,6 +72,9 @@ def print_terminal(report: Report, console: Any = None, *, top: int = 10) -> Non
             saving = f"{f.est_saving_s:.2f} s ({share:.0%})"
             if f.measured_saving_s is not None:
                 saving += f"\nmeasured {f.measured_saving_s:.2f} s"
+                tried = f.extra.get("try_fix")
+                if isinstance(tried, dict) and tried.get("prep_s") is not None:
+                    saving += f"\n(prep: {tried['prep_s']:.1f} s once per file)"
             t.add_row(str(i), saving, str(f.step), f"[bold]{f.id}[/bold] ({f.severity})\n{f.title}",
                       _evidence_text(f.evidence), f.fix)
         console.print(t)

@@ -144,6 +144,9 @@ def _findings_table(report: Report) -> str:
         saving = f"{f.est_saving_s:.2f} s"
         if f.measured_saving_s is not None:
             saving += f"<br>measured {f.measured_saving_s:.2f} s"
+            tried = f.extra.get("try_fix")
+            if isinstance(tried, dict) and tried.get("prep_s") is not None:
+                saving += f"<br>(prep: {tried['prep_s']:.1f} s once per file)"
         rows.append(
             f"<tr><td class=n>{i}</td><td class=n>{saving}</td><td class=n>{f.step}</td>"
             f'<td><b>{escape(f.id)}</b> <span class="sev-{escape(f.severity)}">{escape(f.severity)}</span>'

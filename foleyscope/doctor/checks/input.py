@@ -139,6 +139,9 @@ def check_input(info: MediaInfo, video_path: str, stage_seconds: dict[str, float
                     f"{after_w}x{after_h} {after_fps:g} fps {limits.codec} 8-bit. Model stages do not "
                     "depend on input resolution or frame rate (frames are resampled to fixed sizes and "
                     "rates)"),
+                "prep_cost": ("prep itself decodes the file once and encodes it at 720p: it pays back when the "
+                              "same clip is generated more than once (prompts, seeds, retries) or is uploaded; "
+                              "--try-fixes reports its time"),
             },
             fix=prep_command(video_path, out_path, keep_all),
             est_saving_s=round(saving, 4),
