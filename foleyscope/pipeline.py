@@ -117,7 +117,7 @@ class FoleyPipeline:
             vae_dtype = next(c.vae.parameters()).dtype
             audio = torch.cat([c.vae.decode(latents[s].to(vae_dtype)).float()[:, 0].cpu() for s in chunks]).numpy()
         for name, flops in self._flops(len(windows), latent_len, clip.shape[1], sync_frames[0].shape[0],
-                                       text.shape[1], steps, solver, cfg).items():
+                                       len(frames.arrays[0]), text.shape, steps, solver, cfg).items():
             note("flops", stage=name, flops=flops)  # the doctor's compute floor
         per_window = [a[: round(w.length_s * p.sample_rate)] for a, w in zip(audio, windows, strict=True)]
         track = np.clip(crossfade(windows, per_window, p.sample_rate, duration), -1.0, 1.0)
@@ -127,14 +127,16 @@ class FoleyPipeline:
         out = [encoder(torch.from_numpy(frames[i : i + batch]).to(self.device)) for i in range(0, len(frames), batch)]
         return torch.cat(out).to(self.dtype)
 
-    def _flops(self, n_win: int, latent_len: int, n_clip: int, n_frames: int, n_text: int, steps: int,
-               solver: str, cfg: float) -> dict[str, float]:
-        """Analytic FLOPs of this call's compute stages (encoders of the tiny preset are not counted)."""
+    def _flops(self, n_win: int, latent_len: int, n_clip: int, n_frames: int, n_visual: int, text_shape,
+               steps: int, solver: str, cfg: float) -> dict[str, float]:
+        """Analytic FLOPs of this call's five model stages (each checked against FlopCounterMode in tests)."""
         from foleyscope.model.dac_vae import vae_decode_flops
+        from foleyscope.model.encoders import text_encode_flops, visual_encode_flops
         from foleyscope.model.flops import denoiser_flops_per_step, denoiser_prepare_flops
         from foleyscope.model.synchformer import sync_flops
 
-        p = self.preset
+        p, c = self.preset, self.components
+        n_text = text_shape[1]
         n_sync = p.sync.n_tokens(n_frames)
         batch = n_win * (1 if cfg == 1.0 else 2)  # chunks of windows add up to the same work
         nfe = steps if solver == "euler" else 2 * steps - 1
@@ -143,6 +145,8 @@ class FoleyPipeline:
             Stage.DENOISE.value: nfe * denoiser_flops_per_step(*shape) + denoiser_prepare_flops(*shape),
             Stage.SYNC_ENCODE.value: float(sync_flops(p.sync, n_frames, batch=n_win)),
             Stage.VAE_DECODE.value: float(vae_decode_flops(p.vae, latent_len, batch=n_win)),
+            Stage.VISUAL_ENCODE.value: float(visual_encode_flops(c.visual_encoder.config, n_visual)),
+            Stage.TEXT_ENCODE.value: float(text_encode_flops(c.text_encoder.config, text_shape[0], n_text)),
         }
 
     def _denoise(self, noise, clip, sync, text, steps, cfg, solver, progress, done=0, total=None) -> torch.Tensor:

@@ -20,11 +20,13 @@ from transformers import (
     ClapTextModelWithProjection,
     SiglipConfig,
     SiglipModel,
+    SiglipVisionConfig,
 )
 
 from foleyscope.errors import FoleyscopeError
 from foleyscope.media.synth import index_frame
 from foleyscope.model.encoders import (
+    VisualEncoder,
     load_text_encoder,
     load_visual_encoder,
     save_visual_encoder,
@@ -258,3 +260,22 @@ def test_tiny_tokenizer_is_the_same_in_every_process() -> None:
     ids = tok(["footsteps on gravel"])["input_ids"][0]
     assert ids[0] == 0 and ids[-1] == 2 and len(ids) < len("footsteps on gravel")  # merges are used
     assert tok.decode(ids, skip_special_tokens=True) == "footsteps on gravel"
+
+
+def test_encoder_flop_formulas_match_the_flop_counter() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from foleyscope.model.encoders import text_encode_flops, visual_encode_flops
+
+    cfg = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                             image_size=128, patch_size=16)
+    enc = VisualEncoder(cfg).eval()
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counted:  # CPU flash is invisible
+        enc(torch.zeros(3, 128, 128, 3, dtype=torch.uint8))
+    assert visual_encode_flops(cfg, 3) == pytest.approx(counted.get_total_flops(), rel=0.01)
+    text = tiny_text_encoder(0, 64)
+    prompts = ["a dog barking in the rain", "noisy"]
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counted:
+        feats, _ = text(prompts)
+    assert text_encode_flops(text.config, 2, feats.shape[1]) == pytest.approx(counted.get_total_flops(), rel=0.01)

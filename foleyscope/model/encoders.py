@@ -291,3 +291,29 @@ def tiny_text_encoder(seed: int = 0, width: int = 32) -> TextEncoder:
 
     tok = tiny_tokenizer()
     return _seeded(seed, lambda: TextEncoder(tiny_text_config(len(tok), width), tok))
+
+
+# ---------------------------------------------------------------------------------------------- FLOPs
+
+
+def _encoder_layer_flops(tokens: int, width: int, inner: int, layers: int) -> int:
+    """Matmul FLOPs of `layers` pre-norm transformer layers over `tokens` (QKV + out, MLP, attention)."""
+    linear = 2 * tokens * (4 * width * width + 2 * width * inner)
+    attention = 4 * tokens * tokens * width
+    return layers * (linear + attention)
+
+
+def visual_encode_flops(config, n_frames: int) -> int:
+    """SigLIP image tower + attention-pooling head for `n_frames` frames (the doctor's compute floor)."""
+    w, n = int(config.hidden_size), (int(config.image_size) // int(config.patch_size)) ** 2
+    patch = 2 * n * w * 3 * int(config.patch_size) ** 2
+    head = 2 * (w * w + 2 * n * w * w + 2 * w * int(config.intermediate_size)) + 4 * n * w  # probe-query attention
+    body = _encoder_layer_flops(n, w, int(config.intermediate_size), int(config.num_hidden_layers))
+    return n_frames * (patch + body + head)
+
+
+def text_encode_flops(config, n_prompts: int, n_tokens: int) -> int:
+    """CLAP's RoBERTa text tower for `n_prompts` prompts of `n_tokens` tokens."""
+    w = int(config.hidden_size)
+    return n_prompts * _encoder_layer_flops(n_tokens, w, int(config.intermediate_size),
+                                            int(config.num_hidden_layers))
