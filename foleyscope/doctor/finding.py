@@ -23,6 +23,16 @@ class Finding:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def measured_lines(self) -> list[str]:
+        """What --try-fixes measured, for the reports: the saving, and prep's one-off cost if any."""
+        if self.measured_saving_s is None:
+            return []
+        lines = [f"measured {self.measured_saving_s:.2f} s"]
+        tried = self.extra.get("try_fix")
+        if isinstance(tried, dict) and tried.get("prep_s") is not None:
+            lines.append(f"(prep: {tried['prep_s']:.1f} s once per file)")
+        return lines
+
 
 def rank(findings: list[Finding]) -> list[Finding]:
     """Largest estimated saving first; severity breaks ties so a zero-saving critical still leads."""

@@ -70,11 +70,7 @@ def print_terminal(report: Report, console: Any = None, *, top: int = 10) -> Non
         for i, f in enumerate(report.findings[:top], 1):
             share = f.est_saving_s / report.total_s if report.total_s else 0
             saving = f"{f.est_saving_s:.2f} s ({share:.0%})"
-            if f.measured_saving_s is not None:
-                saving += f"\nmeasured {f.measured_saving_s:.2f} s"
-                tried = f.extra.get("try_fix")
-                if isinstance(tried, dict) and tried.get("prep_s") is not None:
-                    saving += f"\n(prep: {tried['prep_s']:.1f} s once per file)"
+            saving = "\n".join([saving, *f.measured_lines()])
             t.add_row(str(i), saving, str(f.step), f"[bold]{f.id}[/bold] ({f.severity})\n{f.title}",
                       _evidence_text(f.evidence), f.fix)
         console.print(t)

@@ -141,12 +141,7 @@ def _findings_table(report: Report) -> str:
     for i, f in enumerate(report.findings, 1):
         ev = "<br>".join(f"{escape(str(k))}: <code>{escape(json.dumps(v, default=str))}</code>"
                          for k, v in f.evidence.items())
-        saving = f"{f.est_saving_s:.2f} s"
-        if f.measured_saving_s is not None:
-            saving += f"<br>measured {f.measured_saving_s:.2f} s"
-            tried = f.extra.get("try_fix")
-            if isinstance(tried, dict) and tried.get("prep_s") is not None:
-                saving += f"<br>(prep: {tried['prep_s']:.1f} s once per file)"
+        saving = "<br>".join([f"{f.est_saving_s:.2f} s", *map(escape, f.measured_lines())])
         rows.append(
             f"<tr><td class=n>{i}</td><td class=n>{saving}</td><td class=n>{f.step}</td>"
             f'<td><b>{escape(f.id)}</b> <span class="sev-{escape(f.severity)}">{escape(f.severity)}</span>'
