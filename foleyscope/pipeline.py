@@ -82,8 +82,8 @@ class FoleyPipeline:
         progress: Progress | None = None,
     ) -> FoleyResult:
         p, c = self.preset, self.components
-        clip_spec = FrameSpec(p.clip_fps, p.clip_size, "squash")
-        sync_spec = FrameSpec(p.sync_fps, p.sync_size, "crop", interpolation="BICUBIC")
+        clip_spec = FrameSpec(p.clip_fps, c.visual_encoder.image_size, "squash")
+        sync_spec = FrameSpec(p.sync_fps, p.sync.image_size, "crop", interpolation="BICUBIC")
         with _stage(Stage.DECODE, progress):
             frames = extract_frames(video, [clip_spec, sync_spec])
         duration = frames.duration_s

@@ -37,16 +37,18 @@ class Preset:
     denoiser: FoleyConfig
     vae: DacConfig
     sync: SynchformerConfig
-    clip_fps: float = 8.0  # SigLIP2 frames per second
-    clip_size: int = 512
-    sync_fps: float = 25.0  # Synchformer frames per second
-    sync_size: int = 224
+    clip_fps: float = 8.0  # SigLIP2 frames per second (its frame size is the encoder config's image_size)
     latent_rate: int = 50  # latent frames per second (hop 960 at 48 kHz)
     sample_rate: int = 48000
     window_s: float = 15.0  # the model's context; longer clips are windowed
     overlap_s: float = 2.0
     window_batch: int = 4  # windows denoised together; more is faster on a big GPU, fewer needs less memory
     visual_batch: int = 32  # SigLIP2 frames per forward
+
+    @property
+    def sync_fps(self) -> float:
+        """Synchformer's frame rate (its config is the one source of it, and of its 224 px size)."""
+        return float(self.sync.fps)
 
 
 _TINY_WIDTH = 32  # the tiny encoders' feature width
