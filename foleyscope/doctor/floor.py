@@ -4,10 +4,15 @@ floor_s = a stage's FLOPs / the measured peak FLOP/s at the run's dtype; efficie
 The same probe answers "is bf16 faster than fp32 here?": on CPUs without native bf16 (no AVX512-BF16/AMX)
 bf16 matmuls are several times SLOWER than fp32, so the doctor measures instead of assuming.
 Results are cached per process: a probe costs about 0.2 s per dtype on CPU.
+
+`FOLEYSCOPE_CPU_BF16_SPEEDUP=R` makes the CPU probe report bf16 at R times its measured fp32 speed: it
+simulates the other kind of CPU (R=8 for AMX, R=0.2 for none), so the suite and the dtype advice can be
+checked both ways on one machine. Only the probe's answer changes, never the arithmetic.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -45,6 +50,7 @@ class Probe:
         return asdict(self)
 
 
+FORCE_BF16_ENV = "FOLEYSCOPE_CPU_BF16_SPEEDUP"
 _CACHE: dict[tuple[str, str, int], Probe] = {}  # (device, dtype, CPU threads): the peak depends on all three
 
 
@@ -106,9 +112,25 @@ def measure(device: str = "cpu", dtypes: tuple[str, ...] = ("float32",), *, budg
             flops, _k = _one_round(torch, device, d, _default_n(device, d), budget_s)
             best[d] = max(best[d], flops)
             spent[d] += time.perf_counter() - t
+    forced = os.environ.get(FORCE_BF16_ENV) if device == "cpu" else None
+    if forced and "bfloat16" in wanted:
+        fp32 = best["float32"] if "float32" in best else measure(device, ("float32",))["float32"].flops_per_s
+        best["bfloat16"] = fp32 * _forced_ratio(forced)
     for d in wanted:
         _CACHE[(device, d, threads)] = Probe(device, d, best[d], _default_n(device, d), spent[d], threads)
     return {norm_dtype(d): _CACHE[(device, norm_dtype(d), threads)] for d in dtypes}
+
+
+def _forced_ratio(text: str) -> float:
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = 0.0
+    if not 0 < ratio < 1000:
+        from foleyscope.errors import FoleyscopeError
+
+        raise FoleyscopeError(f"{FORCE_BF16_ENV}={text!r}: expected a positive speed-up such as 8 or 0.2")
+    return ratio
 
 
 def peak_flops(device: str = "cpu", dtype: str = "float32") -> float:
