@@ -1,5 +1,6 @@
 """Engine benchmark on this machine: per-stage wall times for the tiny preset and a mid-size
-denoiser, and the denoiser's step time with and without the step-invariant caching.
+denoiser, the denoiser's step time with and without the step-invariant caching, and the cost of
+joint denoising of long clips (overlapping latents averaged after every step).
 
     .venv/bin/python benchmarks/engine.py [--seconds 10] [--steps 10] [--device cpu] [--dtype fp32]
 
@@ -28,6 +29,7 @@ from foleyscope.media.synth import SynthSpec, make_video
 from foleyscope.pipeline import FoleyPipeline
 from foleyscope.presets import PRESETS, Preset, random_components
 from foleyscope.stages import STAGES
+from foleyscope.windows import LatentLayout
 
 MID = Preset(
     "mid",
@@ -74,6 +76,26 @@ def step_time(pipe: FoleyPipeline, seconds: float, cached: bool, reps: int) -> f
     return statistics.median(times[1:])
 
 
+def joint_cost(pipe: FoleyPipeline, clip: Path, steps: int, reps: int) -> tuple[int, float, float]:
+    """(windows, denoise seconds per step, averaging seconds per step) on a multi-window clip: the
+    averaging is timed on its own, on latents of the run's shape, so both numbers come from this run."""
+    pipe(clip, "warm-up", steps=1, seed=0)
+    with Tracer() as tracer:
+        result = pipe(clip, "footsteps on gravel", steps=steps, seed=0)
+    denoise = sum(r.end_s - r.start_s for r in tracer.stages if r.name == "denoise") / steps
+    p = pipe.preset
+    latent_len = round(result.windows[0].length_s * p.latent_rate)
+    layout = LatentLayout(result.windows, latent_len, p.latent_rate)
+    x = torch.randn(len(result.windows), p.denoiser.latent_channels, latent_len, device=pipe.device)
+    times = []
+    for _ in range(reps * 20 + 1):
+        start = time.perf_counter()
+        layout.average(x)
+        synchronize(pipe.device)
+        times.append(time.perf_counter() - start)
+    return len(result.windows), denoise, statistics.median(times[1:])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -81,6 +103,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--long-seconds", type=float, default=40.0, help="clip for the joint-denoising cost (tiny)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -102,6 +125,15 @@ def main() -> int:
     print("|---|---|---|---|")
     for name, (_, cached, uncached) in rows.items():
         print(f"| {name} | {cached * 1e3:.1f} | {uncached * 1e3:.1f} | {uncached / cached:.2f}x |")
+
+    long_clip = make_video(Path(tempfile.mkdtemp()) / "long.mp4",
+                           SynthSpec(width=160, height=90, seconds=args.long_seconds, fps=25))
+    tiny = PRESETS["tiny"]
+    pipe = FoleyPipeline(random_components(tiny, device, dtype), tiny, device, dtype)
+    n, step_s, avg_s = joint_cost(pipe, long_clip, args.steps, args.reps)
+    print(f"\n| joint denoising, tiny, {args.long_seconds:g} s clip | windows | denoise per step (ms) "
+          "| overlap averaging per step (ms) | overhead |\n|---|---|---|---|---|")
+    print(f"| tiny | {n} | {step_s * 1e3:.2f} | {avg_s * 1e3:.3f} | {avg_s / step_s:.2%} |")
     return 0
 
 

@@ -6,7 +6,8 @@
 Each stage runs under `stage(Stage.X)` so the doctor can time it. The video is decoded once for
 both frame rates; visual features are computed once per frame, text once per call; everything the
 denoiser can precompute is prepared once per window batch, not per step; long clips are split into
-equal windows that are denoised together as one batch and cross-faded."""
+equal overlapping windows that are denoised jointly (one noise timeline, overlapping latents averaged
+after every step) and joined with a short fade."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from foleyscope.media.frames import FrameSpec, extract_frames
 from foleyscope.presets import Components, Preset, build_components, get_preset
 from foleyscope.sampler import Solver, sample
 from foleyscope.stages import Stage
-from foleyscope.windows import Window, crossfade, plan_windows
+from foleyscope.windows import LatentLayout, Window, join, plan_windows
 
 DEFAULT_NEGATIVE_PROMPT = "noisy, harsh"
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -36,6 +37,7 @@ class FoleyResult:
     sample_rate: int
     duration_s: float
     windows: list[Window] = field(default_factory=list)
+    window_audio: list[np.ndarray] = field(default_factory=list)  # each window's decoded audio, before the join
 
 
 class FoleyPipeline:
@@ -102,17 +104,15 @@ class FoleyPipeline:
         clip = torch.stack([_take(clip_all, w.start_s, w.length_s, p.clip_fps) for w in windows])
 
         latent_len = round(windows[0].length_s * p.latent_rate)  # length_s is on the 25 fps grid
+        layout = LatentLayout(windows, latent_len, p.latent_rate)
         gen = torch.Generator("cpu").manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8)) >> 1)
-        noise = torch.randn(len(windows), p.denoiser.latent_channels, latent_len, generator=gen).to(self.device)
+        noise = layout.noise(p.denoiser.latent_channels, gen).to(self.device)
 
-        # windows run as one batch, in chunks of `window_batch` so a long clip's memory stays bounded
+        # windows run through the denoiser in chunks of `window_batch` so a long clip's memory stays bounded
         chunks = [slice(i, i + p.window_batch) for i in range(0, len(windows), p.window_batch)]
-        with _stage(Stage.DENOISE, progress, steps * len(chunks)):
-            latents = torch.cat([
-                self._denoise(noise[s], clip[s], sync[s].to(self.dtype), text, steps, cfg, solver,
-                              progress, done=k * steps, total=steps * len(chunks))
-                for k, s in enumerate(chunks)
-            ])
+        with _stage(Stage.DENOISE, progress, steps):
+            latents = self._denoise(noise, clip, sync.to(self.dtype), text, steps, cfg, solver, chunks, progress,
+                                    layout.average if len(windows) > 1 else None)
         with _stage(Stage.VAE_DECODE, progress):
             vae_dtype = next(c.vae.parameters()).dtype
             audio = torch.cat([c.vae.decode(latents[s].to(vae_dtype)).float()[:, 0].cpu() for s in chunks]).numpy()
@@ -120,8 +120,8 @@ class FoleyPipeline:
                                        len(frames.arrays[0]), text.shape, steps, solver, cfg).items():
             note("flops", stage=name, flops=flops)  # the doctor's compute floor
         per_window = [a[: round(w.length_s * p.sample_rate)] for a, w in zip(audio, windows, strict=True)]
-        track = np.clip(crossfade(windows, per_window, p.sample_rate, duration), -1.0, 1.0)
-        return FoleyResult(track, p.sample_rate, duration, windows)
+        track = np.clip(join(windows, per_window, p.sample_rate, duration), -1.0, 1.0)
+        return FoleyResult(track, p.sample_rate, duration, windows, per_window)
 
     def _batched(self, encoder: torch.nn.Module, frames: np.ndarray, batch: int) -> torch.Tensor:
         out = [encoder(torch.from_numpy(frames[i : i + batch]).to(self.device)) for i in range(0, len(frames), batch)]
@@ -149,26 +149,39 @@ class FoleyPipeline:
             Stage.TEXT_ENCODE.value: float(text_encode_flops(c.text_encoder.config, text_shape[0], n_text)),
         }
 
-    def _denoise(self, noise, clip, sync, text, steps, cfg, solver, progress, done=0, total=None) -> torch.Tensor:
+    def _condition(self, clip, sync, text, latent_len: int, cfg: float):
+        """The denoiser's step-invariant inputs for one chunk of windows ([uncond, cond] with CFG)."""
         den = self.components.denoiser
-        b = noise.shape[0]
+        b = clip.shape[0]
         pos_text = text[-1:].expand(b, -1, -1)  # the prompt is the last row (the only one without CFG)
         if cfg == 1.0:
-            cond = den.prepare(clip, sync, pos_text, noise.shape[-1])
-        else:
-            empty_clip, empty_sync = den.uncond_features(b, clip.shape[1], sync.shape[1])
-            cond = den.prepare(
-                torch.cat([empty_clip.to(clip), clip]),
-                torch.cat([empty_sync.to(sync), sync]),
-                torch.cat([text[:1].expand(b, -1, -1), pos_text]),
-                noise.shape[-1],
-            )
+            return den.prepare(clip, sync, pos_text, latent_len)
+        empty_clip, empty_sync = den.uncond_features(b, clip.shape[1], sync.shape[1])
+        return den.prepare(
+            torch.cat([empty_clip.to(clip), clip]),
+            torch.cat([empty_sync.to(sync), sync]),
+            torch.cat([text[:1].expand(b, -1, -1), pos_text]),
+            latent_len,
+        )
 
-        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return den(x.to(self.dtype), t, cond)  # t stays fp32, as upstream
+    def _denoise(self, noise, clip, sync, text, steps, cfg, solver, chunks, progress, consensus) -> torch.Tensor:
+        """All windows through one sampler loop (so `consensus` sees them together); the denoiser runs
+        them chunk by chunk, each chunk's conditioning prepared once."""
+        den = self.components.denoiser
+        conds = [self._condition(clip[s], sync[s], text, noise.shape[-1], cfg) for s in chunks]
 
-        on_step = (lambda i, n: progress(Stage.DENOISE.value, done + i, total or n)) if progress else None
-        return sample(velocity, noise, steps=steps, cfg=cfg, solver=solver, on_step=on_step)
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # t stays fp32, as upstream
+            if len(chunks) == 1:
+                return den(x.to(self.dtype), t, conds[0])
+            halves = x.chunk(1 if cfg == 1.0 else 2)  # [cond] or [uncond, cond]
+            outs = []
+            for s, cond in zip(chunks, conds, strict=True):
+                xs = torch.cat([h[s] for h in halves]).to(self.dtype)
+                outs.append(den(xs, t[: len(xs)], cond).chunk(len(halves)))
+            return torch.cat([part[k] for k in range(len(halves)) for part in outs])
+
+        on_step = (lambda i, n: progress(Stage.DENOISE.value, i, n)) if progress else None
+        return sample(velocity, noise, steps=steps, cfg=cfg, solver=solver, on_step=on_step, consensus=consensus)
 
 
 @contextlib.contextmanager

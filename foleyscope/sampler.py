@@ -52,10 +52,12 @@ def sample(
     solver: Solver = "euler",
     shift: float = 1.0,
     on_step: Callable[[int, int], None] | None = None,
+    consensus: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Integrate from pure noise (sigma 1) to a clean latent (sigma 0); returns fp32 latents.
 
-    `velocity` takes the CFG-doubled batch when cfg != 1 (uncond half first)."""
+    `velocity` takes the CFG-doubled batch when cfg != 1 (uncond half first). `consensus`, if given,
+    maps the batch after every step (joint denoising: overlapping windows agree on shared frames)."""
     if solver not in ("euler", "heun"):
         raise ValueError(f"unknown solver {solver!r} (euler, heun)")
     v = guided(velocity, cfg)
@@ -69,6 +71,8 @@ def sample(
                 x_pred = x + (s_next - s) * d
                 d = 0.5 * (d + v(x_pred, s_next))
             x = x + (s_next - s) * d
+            if consensus is not None:
+                x = consensus(x)
         if on_step is not None:
             on_step(i + 1, steps)
     return x
