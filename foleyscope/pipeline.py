@@ -28,6 +28,8 @@ from foleyscope.stages import Stage
 from foleyscope.windows import LatentLayout, Window, join, plan_windows
 
 DEFAULT_NEGATIVE_PROMPT = "noisy, harsh"
+# The stages whose networks run in the pipeline's dtype; the VAE decode stays fp32 whatever --dtype says.
+DTYPE_STAGES = [s.value for s in (Stage.VISUAL_ENCODE, Stage.SYNC_ENCODE, Stage.TEXT_ENCODE, Stage.DENOISE)]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -67,7 +69,7 @@ class FoleyPipeline:
 
                 compile_denoiser(components.denoiser)
         note("inference_mode", device=str(dev), dtype=str(dt).removeprefix("torch."), compile=compile,
-             cuda_graphs=False)
+             cuda_graphs=False, dtype_stages=DTYPE_STAGES)
         return cls(components, spec, dev, dt)
 
     @torch.inference_mode()

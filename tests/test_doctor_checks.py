@@ -233,6 +233,7 @@ def test_low_compute_efficiency_is_found_and_quiet_when_efficient() -> None:
     top = top_planted(slow.findings)
     assert top.id == "low_compute_efficiency" and top.evidence["stage"] == "denoise"
     assert top.evidence["efficiency"] < 0.1
+    assert top.est_saving_s == 0 and top.evidence["gap_to_tuned_s"] > 0, "a gap is evidence, not a priced fix"
     row = slow.floor["stages"]["denoise"]
     assert row["floor_s"] == pytest.approx(row["flops"] / row["peak_flops_per_s"])
     assert row["efficiency"] == pytest.approx(row["floor_s"] / slow.stages["denoise"]["seconds"], rel=1e-6)

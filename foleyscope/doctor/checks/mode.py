@@ -52,8 +52,11 @@ def _dtype_findings(run: RunData) -> list[Finding]:
     if not run.probe:
         return []
     out = []
+    switchable = run.mode().get("dtype_stages")  # an engine that says which stages its dtype switch changes
     for (dev, dt), names in _groups(run).items():
-        if dev not in ("cpu", "cuda") or dt not in ("float32", "bfloat16", "float16"):
+        if switchable is not None:  # advice only where the fix changes something (our VAE stays fp32)
+            names = [n for n in names if n in switchable]
+        if not names or dev not in ("cpu", "cuda") or dt not in ("float32", "bfloat16", "float16"):
             continue
         secs = _seconds(run, names)
         if secs <= 0:
