@@ -13,6 +13,7 @@ import pytest
 from foleyscope.cli import main
 from foleyscope.errors import FoleyscopeError
 from foleyscope.media.prep import prep
+from foleyscope.media.probe import probe
 from foleyscope.media.synth import SynthSpec, frame_times, read_index
 
 
@@ -112,6 +113,25 @@ def test_trim_and_audio(make_clip, tmp_path):
     assert starts == pytest.approx([0.0, 0.5, 1.0], abs=0.01)
     assert seen[-1] == (pytest.approx(1.3, abs=0.03), 1.3)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+@pytest.mark.parametrize("fields", [dict(ext=".avi", audio_codec="mp3"),
+                                    dict(ext=".mpg", codec="mpeg2video", audio_codec="mp2")], ids=["avi", "mpeg-ps"])
+def test_output_starts_at_the_first_frame_and_lasts_the_span(make_clip, tmp_path, fields):
+    """The same start and length as probe and extract_frames. In AVI, FFmpeg puts H.264's first frame
+    2 frames after the stream's start time; FFmpeg's MPEG-PS clock starts at 0.54 s. Neither may add
+    or lose output frames or move the audio against the picture."""
+    src = make_clip(width=96, height=64, seconds=1.0, audio=True, **fields)
+    span = probe(src).duration_s
+    info = prep(src, tmp_path / "out.mp4", height=64)
+    times, picks = decoded(tmp_path / "out.mp4")
+    assert times[0] == 0.0 and info.duration_s == span == 1.0 and info.frame_count == 25
+    if fields["ext"] == ".avi":
+        assert picks == list(range(25))  # (FFmpeg reads two frames of this MPEG-PS at the wrong times)
+    else:  # the source clicks every 0.5 s from its first frame (synth._write_tone): still on time
+        wave, sr = decoded_audio(tmp_path / "out.mp4")
+        clicks = np.flatnonzero((np.abs(wave[1:]) > 0.45) & (np.abs(wave[:-1]) <= 0.45)) / sr
+        assert clicks[0] == pytest.approx(0.0, abs=0.01)
 
 
 def test_audio_at_other_rates_is_resampled(make_clip, tmp_path):

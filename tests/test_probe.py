@@ -141,3 +141,17 @@ def _clip_missing_frames(path: Path, missing: set[int], n: int = 40) -> Path:
 def test_one_dropped_frame_is_not_variable_but_repeated_gaps_are(tmp_path):
     assert probe(_clip_missing_frames(tmp_path / "one.mp4", {10})).fps_is_variable is False
     assert probe(_clip_missing_frames(tmp_path / "two.mp4", {10, 20})).fps_is_variable is True
+
+
+def test_duration_is_the_video_and_the_table_says_when_the_container_disagrees(make_clip, capsys):
+    """MPEG-PS from FFmpeg's muxer starts its clock at 0.54 s and counts the audio's tail in its length."""
+    path = make_clip(ext=".mpg", width=96, height=64, seconds=1.0, codec="mpeg2video", audio=True, audio_codec="mp2")
+    info = probe(path)
+    assert (info.duration_s, info.start_s, info.frame_count) == (1.0, 0.54, 25)
+    assert info.container_duration_s is not None and info.container_duration_s != info.duration_s
+    assert main(["probe", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"1.000 s of video (starts at 0.540 s; container says {info.container_duration_s:.3f} s)" in out
+    assert main(["probe", str(make_clip(width=160, height=90, seconds=0.4))]) == 0
+    plain = capsys.readouterr().out
+    assert re.search(r"duration\s+│ 0\.400 s\s+│", plain) and "of video" not in plain

@@ -39,7 +39,7 @@ def table(info: MediaInfo, title: str) -> Table:
         size += f" (shown as {info.display_width} x {info.display_height})"
     rows = [
         ("container", info.container),
-        ("duration", f"{info.duration_s:.3f} s"),
+        ("duration", _duration(info)),
         ("video codec", info.video_codec),
         ("size", size),
         ("rotation", f"{info.rotation} degrees" if info.rotation else "none"),
@@ -56,6 +56,15 @@ def table(info: MediaInfo, title: str) -> Table:
     for name, value in rows:
         t.add_row(name, value)
     return t
+
+
+def _duration(info: MediaInfo) -> str:
+    """The video's span; the container's clock and length too when they say something else."""
+    text = f"{info.duration_s:.3f} s"
+    notes = [f"starts at {info.start_s:.3f} s"] if abs(info.start_s) >= 0.0005 else []
+    if info.container_duration_s is not None and abs(info.container_duration_s - info.duration_s) >= 0.0005:
+        notes.append(f"container says {info.container_duration_s:.3f} s")
+    return text + (f" of video ({'; '.join(notes)})" if notes else "")
 
 
 def _bytes(n: int) -> str:

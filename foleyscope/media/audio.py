@@ -24,6 +24,8 @@ import soundfile
 from foleyscope.errors import FoleyscopeError, MediaError
 from foleyscope.media.atomic import atomic_output
 from foleyscope.media.container import open_input, video_stream
+from foleyscope.media.mux_target import VIDEO_SUFFIXES, add_copy_stream, check_mux_target, mux_target
+from foleyscope.media.span import SpanTracker, first_shown_pts
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,7 @@ _LOSSY = {
     ".ogg": _Lossy("libopus", "ogg", 128_000),
 }
 AUDIO_SUFFIXES = tuple(_PCM) + tuple(_LOSSY)
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
-MUX_AUDIO_BIT_RATE = 192_000  # AAC, as the reference's ffmpeg mux (-c:a aac -b:a 192k)
+__all__ = ["AUDIO_SUFFIXES", "VIDEO_SUFFIXES", "check_mux_target", "mux", "write_audio"]
 _CHUNK = 4800  # samples handed to an encoder at a time (0.1 s at 48 kHz)
 
 
@@ -111,7 +112,6 @@ def _encode(
     stop: int,
     *,
     flush: bool = True,
-    pts0: int = 0,
 ) -> None:
     """Encode samples [first, stop) of `data` ([C, T]; zeros past its end), then flush if asked."""
     layout = "mono" if data.shape[0] == 1 else "stereo"
@@ -123,7 +123,7 @@ def _encode(
         frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
         frame.sample_rate = sample_rate
         frame.time_base = Fraction(1, sample_rate)
-        frame.pts = pts0 + a
+        frame.pts = a
         out.mux(stream.encode(frame))
     if flush:
         out.mux(stream.encode(None))
@@ -135,56 +135,30 @@ def mux(
     sample_rate: int,
     out_path: str | os.PathLike[str],
 ) -> Path:
-    """Copy `video_path`'s first video stream packet for packet into `out_path` (.mp4/.mov/.m4v/.mkv)
-    with `samples` as its only audio: AAC 192 kbit/s, mono or stereo as given, trimmed or padded with
-    silence to exactly the video's duration. The original audio and any other streams are dropped.
+    """Copy `video_path`'s first video stream packet for packet into `out_path` (VIDEO_SUFFIXES) with
+    `samples` as its only audio: AAC 192 kbit/s (Opus 128 kbit/s in .webm, which takes no AAC), mono
+    or stereo as given, trimmed or padded with silence to exactly the video's span (span.py).
+
+    The output's clock starts at the video's first frame: an input that starts late (MPEG-TS/PS often
+    do) has video and audio shifted to 0 together. The original audio and other streams are
+    dropped. Container/codec misfits are refused up front, as `check_mux_target` does, never half-way.
     """
     out_path = Path(out_path)
-    if out_path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise FoleyscopeError(
-            f"{out_path}: unsupported output format {out_path.suffix or '(no suffix)'}; "
-            f"use one of {', '.join(VIDEO_SUFFIXES)}"
-        )
+    target = mux_target(out_path)
     data = _channels_first(samples, sample_rate)
     if data.shape[0] > 2:
         raise FoleyscopeError(f"mux takes mono or stereo audio, got {data.shape[0]} channels")
-    if Path(video_path).resolve() == out_path.resolve():
-        raise FoleyscopeError(f"{out_path}: output would overwrite the input video")
+    check_mux_target(video_path, out_path)
     inp = open_input(video_path)
     try:
         vin = video_stream(inp)
-        tb = vin.time_base
-        start_pts = vin.start_time if vin.start_time is not None else 0
-        fallback = 1 / (vin.guessed_rate or vin.average_rate or 25)
         with atomic_output(out_path) as tmp:
             try:
-                with av.open(str(tmp), "w") as out:
-                    try:
-                        vout = out.add_stream_from_template(vin)
-                    except ValueError as exc:  # the container cannot hold this codec
-                        raise MediaError(f"{out_path}: cannot copy this video stream ({exc})") from None
-                    aout = _add_audio_stream(out, "aac", sample_rate, data.shape[0], MUX_AUDIO_BIT_RATE)
-                    pts0 = round(float(start_pts * tb) * sample_rate)  # audio starts with the video
-                    written, end_s, seen = 0, 0.0, 0
-                    for packet in inp.demux(vin):
-                        if packet.dts is None and packet.pts is None:
-                            continue  # the demuxer's end-of-stream marker
-                        seen += 1
-                        pts = packet.pts if packet.pts is not None else packet.dts
-                        t = float((pts - start_pts) * tb)
-                        dur = float(packet.duration * tb) if packet.duration else fallback
-                        end_s = max(end_s, t + dur)
-                        packet.stream = vout
-                        out.mux(packet)
-                        # keep the audio level with the video, never past where the video has shown
-                        upto = min(math.floor(t * sample_rate), round(end_s * sample_rate))
-                        if upto - written >= _CHUNK:
-                            _encode(out, aout, data, sample_rate, written, upto, flush=False, pts0=pts0)
-                            written = upto
-                    if not seen:
-                        raise MediaError(f"{video_path}: the video stream has no packets")
-                    total = round(end_s * sample_rate)
-                    _encode(out, aout, data, sample_rate, written, total, pts0=pts0)
+                with av.open(str(tmp), "w", format=target.format) as out:
+                    vout = add_copy_stream(out, vin)
+                    aout = _add_audio_stream(out, target.audio_codec, sample_rate, data.shape[0], target.audio_bit_rate)
+                    tracker = SpanTracker(inp, vin, first_shown_pts(video_path))
+                    _copy_video(video_path, tracker, out, vout, aout, data, sample_rate)
             except av.error.FFmpegError as exc:
                 raise MediaError(
                     f"{out_path}: could not write {vin.codec_context.name} video into "
@@ -193,3 +167,48 @@ def mux(
     finally:
         inp.close()
     return out_path
+
+
+def _copy_video(
+    video_path: object,
+    tracker: SpanTracker,
+    out: av.container.OutputContainer,
+    vout: av.VideoStream,
+    aout: av.AudioStream,
+    data: np.ndarray,
+    sample_rate: int,
+) -> None:
+    """The tracked video's packets into `vout`, shifted so its first frame is at 0, with the audio
+    encoded alongside them."""
+    inp, vin = tracker.container, tracker.stream
+    tb, origin = tracker.time_base, tracker.origin
+    out.start_encoding()  # the muxer picks the output time base here
+    otb = vout.time_base or tb
+
+    def rebase(ticks: int | None) -> int | None:
+        return None if ticks is None else round((ticks - origin) * tb / otb)
+
+    written, seen, last_dts = 0, 0, None
+    for packet in inp.demux(vin):
+        if packet.dts is None and packet.pts is None:
+            continue  # the demuxer's end-of-stream marker
+        seen += 1
+        tracker.add(packet)
+        pts, dts = rebase(packet.pts), rebase(packet.dts)
+        if dts is not None and last_dts is not None and dts <= last_dts:
+            dts = last_dts + 1  # guessed dts (MPEG-PS without a timestamp, Matroska has none) can repeat
+            pts = None if pts is None else max(pts, dts)  # as ffmpeg's own stream copy repairs them
+        last_dts = dts if dts is not None else last_dts
+        duration = round(packet.duration * tb / otb) if packet.duration else 0
+        packet.time_base, packet.pts, packet.dts, packet.duration = otb, pts, dts, duration
+        t = float((pts if pts is not None else dts) * otb)
+        packet.stream = vout
+        out.mux(packet)
+        # keep the audio level with the video, never past where the video has shown
+        upto = min(math.floor(t * sample_rate), round((tracker.duration_s or 0.0) * sample_rate))
+        if upto - written >= _CHUNK:
+            _encode(out, aout, data, sample_rate, written, upto, flush=False)
+            written = upto
+    if not seen or tracker.duration_s is None:
+        raise MediaError(f"{video_path}: the video stream has no packets")
+    _encode(out, aout, data, sample_rate, written, round(tracker.duration_s * sample_rate))

@@ -9,8 +9,9 @@ conversion, so a 4K frame never exists as full-resolution RGB.
 
 Sampling rule: sample k of a spec is at t_k = start + k / fps, for every t_k < end, and it shows
 the frame on screen at t_k, i.e. the latest frame with pts <= t_k (low-fps sources repeat frames).
-Times are seconds from the video stream's start time and come from timestamps, so variable frame
-rate files sample correctly.
+Times are seconds from the video's first frame (span.py) and come from timestamps, so variable frame
+rate files sample correctly. The video ends where span.py says (its last frame's end), the length
+probe reports and mux writes: the pipeline sizes the audio from `Frames.duration_s`.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from foleyscope.errors import FoleyscopeError, MediaError
-from foleyscope.media.container import open_input, video_stream
-from foleyscope.media.probe import stream_duration
+from foleyscope.media.container import open_input
+from foleyscope.media.probe import check_video_stream
+from foleyscope.media.span import SpanTracker, first_shown_pts, stream_duration
 
 # A frame whose pts equals a sample time (up to float rounding) is the one shown at that time.
 _EPS = 1e-6
@@ -73,8 +75,8 @@ SYNCHFORMER = FrameSpec(fps=25.0, size=224, mode="crop", interpolation="BICUBIC"
 class Frames:
     specs: tuple[FrameSpec, ...]
     arrays: list[np.ndarray]  # per spec, uint8 [N, S, S, 3] RGB, upright
-    times: list[np.ndarray]  # per spec, sample times (s) from the stream start
-    duration_s: float  # length of the video actually covered, from `start`
+    times: list[np.ndarray]  # per spec, sample times (s) from the video's first frame
+    duration_s: float  # length of the video actually covered, from `start` (all of it: probe's duration_s)
     # Per spec, presentation-order index of the decoded frame picked for each sample, counted from
     # the first frame this call decoded: the file's first frame when start == 0, otherwise the
     # keyframe the seek landed on.
@@ -238,9 +240,15 @@ def extract_frames(
     keys = [(s.size, s.mode, s.interpolation.upper()) for s in specs]
     geometries = {key: _Geometry(*key) for key in keys}
     container = open_input(path)
-    stream = video_stream(container)
+    try:
+        stream = check_video_stream(path, container)  # refuses what probe refuses, in the same words
+    except MediaError:
+        container.close()
+        raise
     stream.codec_context.thread_type = "AUTO"  # frame/slice threads inside FFmpeg
-    decoded = _decode(container, stream, path, start)
+    # the video starts at its first shown frame: seen first when decoding from 0, else looked up
+    tracker = SpanTracker(container, stream, first_shown_pts(path) if start > 0 else None)
+    decoded = _decode(container, stream, tracker, path, start)
     converter = _Converter(threaded=THREADED_CONVERSION)
     try:
         total = max(_expected_end(container, stream, end) - start, 1e-3)
@@ -279,9 +287,10 @@ def extract_frames(
             where = "" if index < 0 else f" in [{start:g}, {end:g}) s"
             raise MediaError(f"{path}: no video frames could be decoded{where}")
         if window_end is None:
-            period = _frame_duration(current, stream)
-            stream_end = cur_time + period
-            _check_complete(path, stream, stream_end, period, end)
+            span = tracker.duration_s  # the last frame's end, from the packets as probe reads them
+            stream_end = span if span is not None else cur_time + _frame_duration(current, stream)
+            if end is None or end > stream_end:
+                tracker.check_complete(path, strict=True)  # FFmpeg ends a truncated file quietly
             window_end = stream_end if end is None else min(end, stream_end)
             if window_end <= start + _EPS:
                 raise MediaError(
@@ -309,16 +318,20 @@ def extract_frames(
 
 
 def _decode(
-    container: av.container.InputContainer, stream: av.VideoStream, path: object, start: float
+    container: av.container.InputContainer, stream: av.VideoStream, tracker: SpanTracker, path: object,
+    start: float,
 ) -> Iterator[tuple[av.VideoFrame, float]]:
-    """Decoded frames in presentation order with their time (s) from the stream start."""
-    tb = stream.time_base or Fraction(1, 1)
-    origin = stream.start_time or 0
-    t = 0.0
+    """Decoded frames in presentation order with their time (s) from the video's first frame; every
+    packet (of every stream: the truncation check wants how far any reaches) goes past `tracker`."""
+    tb, origin = tracker.time_base, tracker.origin
+    t, index = 0.0, -1
     try:
         if start > 0:  # keyframe at or before `start`, then decode forward
             container.seek(origin + int(start / tb), stream=stream, backward=True, any_frame=False)
-        for frame in container.decode(stream):
+        for frame in _frames(container, stream, tracker):
+            if start == 0 and index < 0 and frame.pts is not None:
+                tracker.origin = origin = frame.pts
+            index += 1
             if frame.pts is not None:
                 t = float((frame.pts - origin) * tb)
             else:  # no timestamp: assume it follows the previous frame
@@ -329,22 +342,20 @@ def _decode(
         raise MediaError(f"{path}: video decoding failed near {t:.2f} s ({reason})") from None
 
 
+def _frames(
+    container: av.container.InputContainer, stream: av.VideoStream, tracker: SpanTracker
+) -> Iterator[av.VideoFrame]:
+    for packet in container.demux():
+        tracker.add(packet)
+        if packet.stream_index == stream.index:
+            yield from packet.decode()
+
+
 def _frame_duration(frame: av.VideoFrame, stream: av.VideoStream) -> float:
     if frame.duration and frame.time_base:
         return float(frame.duration * frame.time_base)
     rate = stream.guessed_rate or stream.average_rate
     return float(1 / rate) if rate else 0.04
-
-
-def _check_complete(path: object, stream: av.VideoStream, stopped: float, period: float, end: float | None) -> None:
-    """FFmpeg ends a truncated file quietly; compare where decoding stopped with the header."""
-    declared = stream_duration(stream)
-    if declared is None or (end is not None and end <= stopped):
-        return
-    if stopped < declared - max(3 * period, 0.02 * declared):
-        raise MediaError(
-            f"{path}: video stops at {stopped:.2f} s but its header says {declared:.2f} s (the file looks truncated)"
-        )
 
 
 def _expected_end(container: av.container.InputContainer, stream: av.VideoStream, end: float | None) -> float:

@@ -24,6 +24,7 @@ from foleyscope.errors import FoleyscopeError, MediaError
 from foleyscope.media.atomic import atomic_output
 from foleyscope.media.container import _reason, open_input, video_stream
 from foleyscope.media.probe import MAX_DIMENSION, MediaInfo, as_fraction, probe
+from foleyscope.media.span import first_shown_pts
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
@@ -128,7 +129,8 @@ def _convert(src: Path, tmp: Path, info: MediaInfo, height: int, rate: Fraction,
         n_max = math.ceil(Fraction(max_seconds) * rate)
         total_s = min(info.duration_s, max_seconds)
         tb = vin.time_base
-        origin = Fraction(vin.start_time * tb) if vin.start_time is not None else None
+        first = first_shown_pts(src)  # where the video starts (span.py), as probe and extract_frames say
+        origin = Fraction(first * tb) if first is not None else None
         audio = _AudioCollector(ain, n_max / rate) if ain is not None else None
 
         with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:

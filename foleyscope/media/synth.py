@@ -59,6 +59,7 @@ class SynthSpec:
     audio: bool = False
     audio_codec: str = "aac"
     sample_rate: int = 48000
+    audio_seconds: float | None = None  # length of the audio track; None: as long as the video
     vfr: bool = False  # frame gaps alternate between 1 and 2 frame periods
     video: bool = True
     bit_rate: int | None = None
@@ -169,7 +170,7 @@ def _set_mp4_rotation(path: Path, degrees: int) -> None:
 def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, spec: SynthSpec) -> None:
     """A 440 Hz tone with a click every half second, in encoder-sized chunks."""
     sr = spec.sample_rate
-    n = int(spec.seconds * sr)
+    n = int((spec.seconds if spec.audio_seconds is None else spec.audio_seconds) * sr)
     t = np.arange(n) / sr
     wave = 0.2 * np.sin(2 * np.pi * 440 * t)
     wave[(np.arange(n) % (sr // 2)) < 200] += 0.5
@@ -180,6 +181,7 @@ def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, spec:
         frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
         frame.sample_rate = sr
         frame.pts = start
+        frame.time_base = Fraction(1, sr)
         for packet in stream.encode(frame):
             out.mux(packet)
     for packet in stream.encode():
