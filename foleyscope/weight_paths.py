@@ -3,7 +3,9 @@ foleyscope.weights, which re-exports this)."""
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +93,57 @@ def _hub_snapshot(entry: Path) -> Path | None:
             return snap
     snaps = sorted((entry / "snapshots").glob("*/config.json"), key=lambda p: p.stat().st_mtime)
     return snaps[-1].parent if snaps else None
+
+
+# ------------------------------------------------------------------------------ completeness checks
+
+
+def check_weight_files(directory: str | os.PathLike[str], preset: str) -> WeightPaths:
+    """locate_weights, then a header-only completeness check of every checkpoint (milliseconds, no torch),
+    so a truncated download is named before minutes of model loading start."""
+    paths = locate_weights(directory, preset)
+    for path in (paths.denoiser, paths.vae, paths.synchformer, paths.siglip / "model.safetensors",
+                 paths.clap / "model.safetensors"):
+        if path.is_file():
+            check_checkpoint_file(path)
+    return paths
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """Raise if `path` is visibly cut short: a zip-format .pth whose central directory (written last) is
+    missing, or a safetensors file shorter than its header says. Legacy pickled .pth files are not checked."""
+    size = path.stat().st_size
+    if size == 0:
+        raise FoleyscopeError(f"{path}: empty file (download it again)")
+    with path.open("rb") as f:
+        head = f.read(8)
+        if path.suffix == ".safetensors":
+            complete = _safetensors_complete(f, head, size)
+        elif head[:4] == b"PK\x03\x04":
+            complete = _zip_complete(path, size)
+        else:
+            complete = True
+    if not complete:
+        raise FoleyscopeError(f"{path}: truncated or corrupt checkpoint ({size:,} bytes); download it again")
+
+
+def _safetensors_complete(f, head: bytes, size: int) -> bool:
+    if len(head) < 8:
+        return False
+    n = int.from_bytes(head, "little")
+    if n > size - 8:
+        return False
+    try:
+        header = json.loads(f.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return False
+    return 8 + n + max(ends, default=0) <= size
+
+
+def _zip_complete(path: Path, size: int) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return all(info.header_offset + info.compress_size <= size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False

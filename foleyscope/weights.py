@@ -21,6 +21,7 @@ own, so peak RSS is the mapped file (page cache, reclaimable) plus the result, n
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -111,12 +112,17 @@ def _unreadable(path: Path, exc: Exception) -> FoleyscopeError:
                "(weights_only)")
     elif "Unsupported operand" in text or "invalid load key" in text:
         why = "not a torch checkpoint, or damaged"
-    elif "central directory" in text or "zip archive" in text:
+    elif "central directory" in text or "zip archive" in text or _cut_short(exc):
         why = "damaged or truncated (download it again)"
     else:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         why = (lines[0] if lines else type(exc).__name__)[:200]
     return FoleyscopeError(f"{path}: cannot read this checkpoint: {why}")
+
+
+def _cut_short(exc: Exception) -> bool:
+    """EOF, or EINVAL: torch's zip reader seeks past the end of a file cut inside its tensor data."""
+    return isinstance(exc, EOFError) or (isinstance(exc, OSError) and exc.errno == errno.EINVAL)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict | None]:

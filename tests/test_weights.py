@@ -349,3 +349,19 @@ def test_convert_command_errors_are_one_line(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert err.startswith("foleyscope: error: ") and "vae_128d_48k.pth" in err and err.count("\n") == 1
     assert not (tmp_path / "vae_128d_48k.safetensors").exists()
+
+
+def test_a_pth_cut_anywhere_is_named_and_called_truncated(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Cut inside the tensor data, torch's zip reader fails with a bare `[Errno 22] Invalid argument`."""
+    torch.save({"w": torch.arange(4096.0), "b": torch.ones(512)}, tmp_path / "full.pth")
+    data = (tmp_path / "full.pth").read_bytes()
+    cut = tmp_path / "synchformer_state_dict.pth"
+    for n in range(100, len(data), len(data) // 60):
+        cut.write_bytes(data[:n])
+        with pytest.raises(FoleyscopeError, match=r"synchformer_state_dict.pth: .*truncated"):
+            read_checkpoint(cut)
+    cut.write_bytes(data[: len(data) // 2])
+    assert cli_main(["convert", "--weights", str(tmp_path), "-o", str(tmp_path / "st")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "synchformer_state_dict.pth" in err and "truncated" in err
+    assert "Errno" not in err

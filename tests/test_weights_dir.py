@@ -94,3 +94,26 @@ def test_a_wrong_checkpoint_is_reported_by_key_name(weights_dir, tmp_path, capsy
         FoleyPipeline.load("tiny", weights=bad, device="cpu", dtype="fp32")
     assert "final_layer.linear.weight" in str(err.value) and "triple_blocks.9.bogus" in str(err.value)
     assert json.dumps(str(err.value)).count("\\n") == 0, "one line"
+
+
+def test_a_truncated_checkpoint_is_named_before_any_model_loads(weights_dir, make_clip, tmp_path, capsys,
+                                                                 monkeypatch):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for item in weights_dir.iterdir():
+        (bad / item.name).symlink_to(item)
+    (bad / "foleyscope_tiny.pth").unlink()
+    data = (weights_dir / "foleyscope_tiny.pth").read_bytes()
+    (bad / "foleyscope_tiny.pth").write_bytes(data[: len(data) * 3 // 5])  # a download cut short
+
+    def refuse(cls, *args, **kwargs):
+        raise AssertionError("the models were loaded before the weight files were checked")
+
+    monkeypatch.setattr(FoleyPipeline, "load", classmethod(refuse))
+    clip = make_clip(width=160, height=90, seconds=1.0, fps=25)
+    rc = main(["generate", str(clip), "--prompt", "knock", "--preset", "tiny", "--weights", str(bad),
+               "--steps", "1", "-o", str(tmp_path / "a.wav")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("foleyscope: error: "), err
+    assert "foleyscope_tiny.pth" in err and "truncated" in err
+    assert not (tmp_path / "a.wav").exists()

@@ -11,6 +11,7 @@ from typing import Any
 from foleyscope.commands.generate import add_engine_args, check_engine_args
 from foleyscope.errors import FoleyscopeError
 from foleyscope.media.atomic import check_output_path
+from foleyscope.progress import is_quiet, notice, stdout_console
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,20 +25,47 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=4, help="concurrent requests for the --server audit")
     p.add_argument("--try-fixes", action="store_true", help="re-run with each applicable fix and measure it")
     p.add_argument("--sample-hz", type=float, default=10.0, help="resource sampling rate (default 10)")
-    p.add_argument("--top", type=int, default=10, help="findings shown in the terminal")
+    p.add_argument("--top", type=int, default=10,
+                   help="findings listed in the terminal (default 10; 0: none, only their count; all are in "
+                        "--json/--html)")
     p.add_argument("--list-checks", action="store_true", help="print every check id and exit")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    console = Console(stderr=True)
     if args.list_checks:
         return _list_checks()
     if args.video is None or args.prompt is None:
         raise FoleyscopeError("doctor needs a VIDEO and --prompt (or --list-checks)")
     preset = check_engine_args(args)
+    _check_report_args(args)
+    from foleyscope.media.probe import probe
+
+    info = probe(args.video)  # the input is checked before torch is even imported
+    from rich.console import Console
+
+    from foleyscope.doctor.api import DiagnoseContext
+
+    console = Console(stderr=True, quiet=is_quiet())
+    ctx = DiagnoseContext(video_path=str(args.video), input_info=info)
+    if args.server:
+        from foleyscope.doctor.checks.service import check_service
+
+        notice(f"auditing {args.server} ({args.parallel} parallel requests)...")
+        ctx.service, ctx.service_findings = check_service(args.server, str(args.video), args.prompt,
+                                                          n_parallel=args.parallel)
+    report = _diagnosed_run(args, preset, args.video, ctx, console)
+    if args.try_fixes:
+        _try_fixes(report, args, preset, console)
+    for path, write in ((args.json, report.to_json), (args.html, report.to_html), (args.trace, report.to_trace)):
+        if path is not None:  # written before the terminal report, which a closed pipe (`| head`) may cut
+            write(path)
+            notice(f"wrote {path}")
+    report.print_terminal(stdout_console(), top=args.top)
+    return 0
+
+
+def _check_report_args(args: argparse.Namespace) -> None:
     for flag, path, suffixes in (("--json", args.json, (".json",)), ("--html", args.html, (".html", ".htm")),
                                  ("--trace", args.trace, (".json",))):
         if path is not None and path.suffix.lower() not in suffixes:
@@ -46,31 +74,11 @@ def run(args: argparse.Namespace) -> int:
             check_output_path(path)
     if args.parallel < 1 or args.sample_hz < 0:
         raise FoleyscopeError("--parallel must be >= 1 and --sample-hz >= 0")
-
-    from foleyscope.doctor.api import DiagnoseContext
-    from foleyscope.media.probe import probe
-
-    info = probe(args.video)
-    ctx = DiagnoseContext(video_path=str(args.video), input_info=info)
-    if args.server:
-        from foleyscope.doctor.checks.service import check_service
-
-        console.print(f"auditing {args.server} ({args.parallel} parallel requests)...")
-        ctx.service, ctx.service_findings = check_service(args.server, str(args.video), args.prompt,
-                                                          n_parallel=args.parallel)
-    report = _diagnosed_run(args, preset, args.video, ctx, console)
-    if args.try_fixes:
-        _try_fixes(report, args, preset, console)
-    report.print_terminal(Console(), top=args.top)
-    for path, write in ((args.json, report.to_json), (args.html, report.to_html), (args.trace, report.to_trace)):
-        if path is not None:
-            write(path)
-            console.print(f"wrote {path}")
-    return 0
+    if args.top < 0:
+        raise FoleyscopeError(f"--top must be 0 or more (0 lists no findings in the terminal), got {args.top}")
 
 
 def _list_checks() -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from foleyscope.doctor.checks import all_checks
@@ -78,7 +86,7 @@ def _list_checks() -> int:
     table = Table("id", "step", "what it finds", box=None)
     for cid, (step, line) in sorted(all_checks().items(), key=lambda kv: (kv[1][0], kv[0])):
         table.add_row(cid, str(step), line)
-    Console().print(table)
+    stdout_console().print(table)
     return 0
 
 
@@ -135,12 +143,11 @@ def _try_fixes(report, args, preset: str, console) -> None:
     cold first run would credit the fix with that warm-up."""
     import time
 
-    from foleyscope.cli import main as cli_main
     from foleyscope.doctor.trace import Tracer
 
     if not any(_fix_variant(f, args) for f in report.findings):
         return
-    console.print("--try-fixes: re-running the unchanged job for a warm baseline")
+    notice("--try-fixes: re-running the unchanged job for a warm baseline")
     with tempfile.TemporaryDirectory(prefix="foleyscope-fix-") as tmp, Tracer() as tracer:
         _job(args, preset, args.video, args.dtype, Path(tmp), console)()
     baseline = tracer.total_s
@@ -150,17 +157,17 @@ def _try_fixes(report, args, preset: str, console) -> None:
             finding.extra["try_fix"] = "not re-run: this fix changes code or deployment, not a flag"
             continue
         what, change = variant
-        console.print(f"--try-fixes: {finding.id}: {what}")
+        notice(f"--try-fixes: {finding.id}: {what}")
         with tempfile.TemporaryDirectory(prefix="foleyscope-fix-") as tmp:
             video, prep_s = args.video, None
             if "prep_argv" in change:
-                argv = list(change["prep_argv"][1:])
-                argv[argv.index("-o") + 1] = str(Path(tmp) / "prepped.mp4")
                 start = time.perf_counter()
-                if cli_main(argv) != 0:
-                    finding.extra["try_fix"] = "prep failed; see the error above"
+                try:
+                    video = _prep_quietly(change["prep_argv"], Path(tmp) / "prepped.mp4")
+                except FoleyscopeError as exc:
+                    finding.extra["try_fix"] = f"prep failed: {exc}"
                     continue
-                prep_s, video = time.perf_counter() - start, Path(tmp) / "prepped.mp4"
+                prep_s = time.perf_counter() - start
             job = _job(args, preset, video, change.get("dtype", args.dtype), Path(tmp), console,
                        change.get("compile"))
             with Tracer() as tracer:
@@ -170,3 +177,17 @@ def _try_fixes(report, args, preset: str, console) -> None:
         finding.extra["try_fix"] = {"change": what, "baseline_s": base_s, "fixed_s": fixed_s,
                                     "first_run_s": round(report.total_s, 3),
                                     "prep_s": None if prep_s is None else round(prep_s, 3)}
+
+
+def _prep_quietly(argv: list[str], out: Path) -> Path:
+    """Run the finding's `foleyscope prep ...` command into a temp file, printing nothing (the temp path
+    means nothing to the user, and stdout is the report's)."""
+    from foleyscope.commands.prep import register
+    from foleyscope.media.prep import prep
+
+    parser = argparse.ArgumentParser(prog="foleyscope")
+    p = register(parser.add_subparsers(dest="command"))
+    args = p.parse_args(list(argv[2:]))
+    prep(args.video, out, height=args.height, fps=args.fps, max_seconds=args.max_seconds, crf=args.crf,
+         preset=args.preset)
+    return out

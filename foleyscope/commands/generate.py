@@ -1,4 +1,7 @@
-"""`foleyscope generate`: video (+ text) -> 48 kHz Foley audio, optionally muxed into the video."""
+"""`foleyscope generate`: video (+ text) -> 48 kHz Foley audio, optionally muxed into the video.
+
+Every input and output is checked before any model loads, and the heavy modules (torch,
+transformers) are imported only after those checks, so a mistake is answered at once."""
 
 from __future__ import annotations
 
@@ -6,15 +9,16 @@ import argparse
 import csv
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from foleyscope.errors import FoleyscopeError
 from foleyscope.media.atomic import check_output_path
-from foleyscope.media.audio import VIDEO_SUFFIXES as MUX_SUFFIXES
+from foleyscope.progress import notice
 
-BATCH_INPUTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}  # what --batch FOLDER picks up
 AUDIO_OUTPUTS = {".wav", ".flac"}  # what -o takes (lossless: the track is the product)
+MAX_STEPS = 1000  # the default is 50; far more runs for hours and changes nothing audible
+MAX_SEED = 2**63 - 1  # the noise generator takes a signed 64-bit seed
 
 
 @dataclass
@@ -26,6 +30,20 @@ class Job:
     mux: Path | None
 
 
+@dataclass
+class Plan:
+    """The jobs to run; the listed files that are not readable videos (`skipped`), and the videos that
+    cannot be done as asked (`refused`: an unmuxable codec), both found before any model loaded."""
+
+    jobs: list[Job]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.jobs) + len(self.refused)
+
+
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """The engine options shared by generate and doctor."""
     p.add_argument("--prompt", default=None, help="what the sound should be (text condition)")
@@ -34,10 +52,10 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="model size (default: xxl with --weights, tiny without; tiny + --weights loads "
                         "foleyscope_tiny.pth in the official layout)")
     p.add_argument("--weights", type=Path, default=None, help="folder with the official checkpoint files")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    p.add_argument("--steps", type=int, default=50, help=f"denoising steps, 1 to {MAX_STEPS} (default 50)")
     p.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (default 4.5)")
     p.add_argument("--solver", choices=("euler", "heun"), default="euler")
-    p.add_argument("--seed", type=int, default=None, help="seed for the initial noise")
+    p.add_argument("--seed", type=int, default=None, help="seed for the initial noise, 0 to 2**63-1")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="model dtype (auto: bf16 on CUDA; on CPU whichever a quick probe measures faster)")
@@ -51,58 +69,139 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_engine_args(p)
     p.add_argument("-o", "--output", type=Path, default=None, help="output audio, .wav or .flac")
     p.add_argument("--mux", type=Path, default=None,
-                   help="also write the video with the generated audio (with --batch: a folder for them)")
+                   help="also write the video with the generated audio, .mp4/.mov/.m4v/.mkv/.webm "
+                        "(with --batch: a folder for them)")
     p.add_argument("--batch", type=Path, default=None,
-                   help="a folder of videos, or a CSV with columns video,prompt[,negative_prompt]")
+                   help="a folder (every file that is a video; others are listed as skipped), or a CSV "
+                        "with columns video,prompt[,negative_prompt]")
     p.add_argument("--out-dir", type=Path, default=None, help="output folder for --batch")
     return p
 
 
 def check_engine_args(args: argparse.Namespace) -> str:
-    if args.steps < 1:
-        raise FoleyscopeError("--steps must be at least 1")
+    """The engine options, and the --weights files (headers only), before anything is loaded."""
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise FoleyscopeError(f"--steps must be 1 to {MAX_STEPS}, got {args.steps}")
     if not math.isfinite(args.cfg) or args.cfg < 1.0:
         raise FoleyscopeError("--cfg must be at least 1.0 (1.0 turns guidance off)")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise FoleyscopeError(f"--seed must be 0 to 2**63-1 ({MAX_SEED}), got {args.seed}")
     if args.weights is not None and not args.weights.is_dir():
         raise FoleyscopeError(f"--weights {args.weights}: not a folder")
     preset = args.preset or ("xxl" if args.weights else "tiny")
     if preset != "tiny" and args.weights is None:
         raise FoleyscopeError(f"--preset {preset} needs --weights DIR (the official checkpoint files)")
+    if args.weights is not None:
+        from foleyscope.weight_paths import check_weight_files
+
+        check_weight_files(args.weights, preset)
     return preset
 
 
-def _jobs(args: argparse.Namespace) -> list[Job]:
+def _jobs(args: argparse.Namespace) -> Plan:
     if args.batch is None:
-        if args.video is None:
-            raise FoleyscopeError("give a VIDEO, or --batch FOLDER|LIST.csv")
-        if args.prompt is None:
-            raise FoleyscopeError("--prompt is required (use --prompt '' for video-only conditioning)")
-        out = args.output or Path("out") / f"{args.video.stem}.wav"
-        if out.suffix.lower() not in AUDIO_OUTPUTS:
-            raise FoleyscopeError(f"-o {out}: the audio output must end in .wav or .flac")
-        if args.mux is not None and args.mux.suffix.lower() not in MUX_SUFFIXES:
-            raise FoleyscopeError(f"--mux {args.mux}: must end in {', '.join(MUX_SUFFIXES)}")
-        return _checked([Job(args.video, args.prompt, args.negative_prompt, out, args.mux)])
+        return Plan(_single_job(args))
     if args.video is not None:
         raise FoleyscopeError("give either a VIDEO or --batch, not both")
-    out_dir = args.out_dir or Path("out")
+    if args.mux is not None and args.mux.suffix:
+        raise FoleyscopeError(f"--mux {args.mux}: with --batch, give a folder for the muxed videos")
     if args.batch.is_dir():
-        videos = sorted(p for p in args.batch.iterdir() if p.suffix.lower() in BATCH_INPUTS)
-        if not videos:
-            raise FoleyscopeError(f"--batch {args.batch}: no video files in this folder")
         if args.prompt is None:
             raise FoleyscopeError("--batch FOLDER needs --prompt (or use a CSV with a prompt column)")
-        rows = [(v, args.prompt, args.negative_prompt) for v in videos]
+        rows = [(v, args.prompt, args.negative_prompt) for v in _folder_files(args.batch)]
     elif args.batch.suffix.lower() == ".csv" and args.batch.is_file():
         rows = _read_csv(args.batch, args.negative_prompt)
     else:
         raise FoleyscopeError(f"--batch {args.batch}: expected a folder or a .csv file")
-    if args.mux is not None and args.mux.suffix:
-        raise FoleyscopeError(f"--mux {args.mux}: with --batch, give a folder for the muxed videos")
-    return _checked([
-        Job(v, pr, neg, out_dir / f"{v.stem}.wav", args.mux / f"{v.stem}.mp4" if args.mux else None)
-        for v, pr, neg in rows
-    ])
+    plan = _probed(rows, args.out_dir or Path("out"), args.mux)
+    _report_refused(plan, args.batch, folder=args.batch.is_dir(), listed=len(rows))
+    _checked(plan.jobs)
+    return plan
+
+
+def _single_job(args: argparse.Namespace) -> list[Job]:
+    if args.video is None:
+        raise FoleyscopeError("give a VIDEO, or --batch FOLDER|LIST.csv")
+    if args.prompt is None:
+        raise FoleyscopeError("--prompt is required (use --prompt '' for video-only conditioning)")
+    out = args.output or Path("out") / f"{args.video.stem}.wav"
+    if out.suffix.lower() not in AUDIO_OUTPUTS:
+        raise FoleyscopeError(f"-o {out}: the audio output must end in .wav or .flac")
+    job = Job(args.video, args.prompt, args.negative_prompt, out, args.mux)
+    _checked([job])
+    from foleyscope.media.probe import probe
+
+    probe(job.video)
+    if job.mux is not None:
+        from foleyscope.media.audio import check_mux_target
+
+        try:
+            check_mux_target(job.video, job.mux)
+        except FoleyscopeError as exc:
+            raise FoleyscopeError(f"--mux {exc}") from None
+    return [job]
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """Every visible file in the folder: what is a video is decided by probing, not by its suffix."""
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
+    if not files:
+        raise FoleyscopeError(f"--batch {folder}: no files in this folder")
+    return files
+
+
+def _probed(rows: list[tuple[Path, str, str | None]], out_dir: Path, mux_dir: Path | None) -> Plan:
+    """Probe every listed video (and its mux target) now, so a bad one costs no model load."""
+    from foleyscope.media.probe import probe
+
+    plan = Plan([])
+    for video, prompt, negative in rows:
+        try:
+            probe(video)
+        except FoleyscopeError as exc:
+            plan.skipped.append((video, str(exc)))
+            continue
+        try:
+            mux = _batch_mux_path(video, mux_dir) if mux_dir is not None else None
+        except FoleyscopeError as exc:
+            plan.refused.append(f"{video} -> {exc}")
+            continue
+        plan.jobs.append(Job(video, prompt, negative, out_dir / f"{video.stem}.wav", mux))
+    return plan
+
+
+def _batch_mux_path(video: Path, folder: Path) -> Path:
+    """The muxed video's name: .mp4, else the input's own container, else .mkv (which holds most codecs)."""
+    from foleyscope.media.audio import check_mux_target
+
+    first_error: FoleyscopeError | None = None
+    for suffix in dict.fromkeys((".mp4", video.suffix.lower(), ".mkv")):
+        target = folder / f"{video.stem}{suffix}"
+        try:
+            check_mux_target(video, target)
+            return target
+        except FoleyscopeError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
+
+
+def _report_refused(plan: Plan, batch: Path, folder: bool, listed: int) -> None:
+    """A folder's files that are not readable videos are listed as skipped (a notice); a CSV's rows were
+    asked for, so there they are errors, as is a video whose codec no mux container holds."""
+    if folder and plan.skipped:
+        notice(f"skipping {len(plan.skipped)} of {listed} files in {batch}:")
+        for path, why in plan.skipped:
+            notice(f"  {path.name}: {why.removeprefix(f'{path}: ')}")
+    elif plan.skipped:
+        plan.refused[:0] = [why for _, why in plan.skipped]
+    if listed == 1 and plan.refused:
+        raise FoleyscopeError(plan.refused[0])
+    for why in plan.refused:
+        print(f"foleyscope: error: {why}", file=sys.stderr)
+    if not plan.jobs:
+        what = "no file in this folder can be used" if folder else f"none of its {listed} videos can be used"
+        raise FoleyscopeError(f"--batch {batch}: {what}" + (" (see above)" if plan.refused else ""))
 
 
 def _checked(jobs: list[Job]) -> list[Job]:
@@ -119,18 +218,28 @@ def _checked(jobs: list[Job]) -> list[Job]:
 
 
 def _read_csv(path: Path, default_negative: str | None) -> list[tuple[Path, str, str | None]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"video", "prompt"} <= set(reader.fieldnames):
-            raise FoleyscopeError(f"{path}: the CSV needs a header with columns video,prompt")
-        rows = []
-        for n, row in enumerate(reader, start=2):
-            video = Path(row["video"] or "")
-            if not video.is_absolute() and (path.parent / video).exists():
-                video = path.parent / video  # relative to the CSV first, then to the current folder
-            if not row["video"]:
-                raise FoleyscopeError(f"{path}:{n}: empty video column")
-            rows.append((video, row["prompt"] or "", row.get("negative_prompt") or default_negative))
+    """utf-8-sig: spreadsheets save UTF-8 CSV with a byte-order mark, which would hide the `video` column."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            return _csv_rows(path, csv.DictReader(f), default_negative)
+    except UnicodeDecodeError:
+        raise FoleyscopeError(f"{path}: not UTF-8 text; save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise FoleyscopeError(f"{path}: not a readable CSV ({exc})") from None
+
+
+def _csv_rows(path: Path, reader: csv.DictReader, default_negative: str | None) -> list[tuple[Path, str, str | None]]:
+    if not reader.fieldnames or not {"video", "prompt"} <= {name.strip() for name in reader.fieldnames}:
+        raise FoleyscopeError(f"{path}: the CSV needs a header with columns video,prompt")
+    reader.fieldnames = [name.strip() for name in reader.fieldnames]
+    rows = []
+    for n, row in enumerate(reader, start=2):
+        if not row["video"]:
+            raise FoleyscopeError(f"{path}:{n}: empty video column")
+        video = Path(row["video"])
+        if not video.is_absolute() and (path.parent / video).exists():
+            video = path.parent / video  # relative to the CSV first, then to the current folder
+        rows.append((video, row["prompt"] or "", row.get("negative_prompt") or default_negative))
     if not rows:
         raise FoleyscopeError(f"{path}: no rows")
     return rows
@@ -138,47 +247,50 @@ def _read_csv(path: Path, default_negative: str | None) -> list[tuple[Path, str,
 
 def run(args: argparse.Namespace) -> int:
     preset = check_engine_args(args)
-    jobs = _jobs(args)
-    from rich.console import Console
+    plan = _jobs(args)
+    from foleyscope.pipeline import FoleyPipeline
 
-    from foleyscope.doctor.trace import stage
-    from foleyscope.media.audio import mux, write_audio
-    from foleyscope.pipeline import DEFAULT_NEGATIVE_PROMPT, FoleyPipeline
-    from foleyscope.progress import StageProgress
-    from foleyscope.stages import Stage
-
-    console = Console(stderr=True)
     if args.weights is None:
-        console.print("[yellow]No --weights given: using the tiny preset with seeded random weights. "
-                      "The sound is untrained noise until real weights are given.[/]")
+        notice("No --weights: tiny preset with random weights, so the sound is untrained noise.")
     pipe = FoleyPipeline.load(preset, args.weights, args.device, args.dtype, seed=0, compile=args.compile)
-    console.print(f"model: {preset} on {pipe.device} ({str(pipe.dtype).removeprefix('torch.')})")
+    notice(f"model: {preset} on {pipe.device} ({str(pipe.dtype).removeprefix('torch.')})")
     if pipe.device.type == "cpu" and args.dtype == "fp16":
-        console.print("[yellow]fp16 on a CPU is emulated and very slow; --dtype auto picks fp32 or bf16.[/]")
-    failed = 0
-    for i, job in enumerate(jobs):
-        label = f"[{i + 1}/{len(jobs)}] " if len(jobs) > 1 else ""
+        notice("fp16 on a CPU is emulated and very slow; --dtype auto picks fp32 or bf16.")
+    failed = len(plan.refused)
+    for i, job in enumerate(plan.jobs):
+        label = f"[{i + 1}/{len(plan.jobs)}] " if len(plan.jobs) > 1 else ""
         try:
-            with StageProgress(console, label) as progress:
-                negative = DEFAULT_NEGATIVE_PROMPT if job.negative_prompt is None else job.negative_prompt
-                result = pipe(job.video, job.prompt, negative_prompt=negative,
-                              steps=args.steps, cfg=args.cfg, solver=args.solver, seed=args.seed, progress=progress)
-                with stage(Stage.POSTPROCESS):
-                    progress(Stage.POSTPROCESS.value, 0, 1)
-                    write_audio(job.out, result.audio, result.sample_rate)
-                    if job.mux:
-                        mux(job.video, result.audio, result.sample_rate, job.mux)
-                    progress(Stage.POSTPROCESS.value, 1, 1)
+            _generate_one(pipe, job, args, label)
         except FoleyscopeError as exc:
-            if len(jobs) == 1:
+            if plan.total == 1:
                 raise
             failed += 1
             where = "" if str(exc).startswith(str(job.video)) else f"{job.video}: "
             print(f"foleyscope: error: {where}{exc}", file=sys.stderr)
-            continue
-        muxed = f" and {job.mux}" if job.mux else ""
-        console.print(f"{label}wrote {job.out}{muxed} ({result.duration_s:.2f} s at {result.sample_rate} Hz, "
-                      f"{len(result.windows)} window{'s' if len(result.windows) > 1 else ''})")
     if failed:
-        raise FoleyscopeError(f"{failed} of {len(jobs)} videos failed (see above)")
+        raise FoleyscopeError(f"{failed} of {plan.total} videos failed (see above)")
     return 0
+
+
+def _generate_one(pipe, job: Job, args: argparse.Namespace, label: str) -> None:
+    """One video through the loaded pipeline; progress is cleared before any error line is printed."""
+    from foleyscope.doctor.trace import stage
+    from foleyscope.media.audio import mux, write_audio
+    from foleyscope.pipeline import DEFAULT_NEGATIVE_PROMPT
+    from foleyscope.progress import StageProgress
+    from foleyscope.stages import Stage
+
+    with StageProgress(label=label) as progress:
+        negative = DEFAULT_NEGATIVE_PROMPT if job.negative_prompt is None else job.negative_prompt
+        result = pipe(job.video, job.prompt, negative_prompt=negative,
+                      steps=args.steps, cfg=args.cfg, solver=args.solver, seed=args.seed, progress=progress)
+        with stage(Stage.POSTPROCESS):
+            progress(Stage.POSTPROCESS.value, 0, 1)
+            write_audio(job.out, result.audio, result.sample_rate)
+            if job.mux:
+                mux(job.video, result.audio, result.sample_rate, job.mux)
+            progress(Stage.POSTPROCESS.value, 1, 1)
+    muxed = f" and {job.mux}" if job.mux else ""
+    windows = len(result.windows)
+    notice(f"{label}wrote {job.out}{muxed} ({result.duration_s:.2f} s at {result.sample_rate} Hz, "
+           f"{windows} window{'s' if windows > 1 else ''})")

@@ -63,7 +63,10 @@ def print_terminal(report: Report, console: Any = None, *, top: int = 10) -> Non
     console.print(f"[bold]foleyscope doctor[/bold]: {report.total_s:.2f} s measured "
                   f"({env.get('torch', '?')}, {device or '?'})")
 
-    if report.findings:
+    if report.findings and top == 0:
+        n = len(report.findings)
+        console.print(f"{n} finding{'s' if n > 1 else ''} (listed with --top N, and in --json/--html)")
+    elif report.findings:
         t = Table(title="Findings, largest estimated saving first", title_justify="left", show_lines=True)
         for col in ("#", "saves ~", "step", "finding", "evidence", "fix"):
             t.add_column(col, overflow="fold")

@@ -132,11 +132,27 @@ class TextEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         ids, mask = self.tokenize(prompts)
+        _warn_if_cut(prompts, mask, self.text_length, self.max_tokens)
         device = next(self.parameters()).device
         out = self.text_model(input_ids=ids.to(device), attention_mask=mask.to(device))
         hidden = _pick(out, "last_hidden_state", 0)
         n = self.text_length
         return hidden[:, :n], mask[:, :n].to(device=device, dtype=torch.bool)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_if_cut(prompts: list[str], mask: Tensor, window: int, max_tokens: int) -> None:
+    """Say once per prompt (one stderr line) that only its first `window` tokens condition the sound."""
+    from foleyscope.progress import warn
+
+    for prompt, n in zip(prompts, mask.sum(dim=1).tolist(), strict=True):
+        if n > window and prompt not in _WARNED:
+            _WARNED.add(prompt)
+            head = " ".join(prompt.split())[:40]
+            warn(f"a prompt of {n}{'+' if n >= max_tokens else ''} tokens (\"{head}...\") is longer than the "
+                 f"text encoder's {window}-token window; everything after token {window} was ignored")
 
 
 # ------------------------------------------------------------------------------------------- loading
