@@ -18,6 +18,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from foleyscope.media.synth import SynthSpec, make_video  # noqa: E402
 
+# The planted 4K input of the doctor tests (generating it costs seconds: one shared copy per session)
+UHD_HEVC = dict(ext=".mkv", width=3840, height=2160, fps=60, seconds=0.5, codec="libx265")
+
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Keep torch to 2 threads if some test module imported it (importing it here costs seconds)."""

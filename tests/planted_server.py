@@ -31,9 +31,9 @@ import torch
 class PlantedConfig:
     serialise: bool = False  # one global lock around the model work
     reload_per_request: bool = False  # torch.load the weights on every request (else once at start)
-    load_sleep_s: float = 0.3  # added to each load so it is visible next to the tiny real load
-    process_base_s: float = 0.05  # fixed part of "generation"
-    process_per_video_s: float = 0.1  # per second of uploaded video
+    load_sleep_s: float = 0.2  # added to each load so it is visible next to the tiny real load
+    process_base_s: float = 0.03  # fixed part of "generation"
+    process_per_video_s: float = 0.06  # per second of uploaded video
     report: str | None = "header"  # how it tells its processing time: "header" (X-Process-Time,
     # load excluded), "server-timing" (load and infer entries), "json" (processing_s field), None
     read_bytes_per_s: float | None = None  # throttle reading the request body (a slow upload)

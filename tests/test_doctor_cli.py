@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import UHD_HEVC
 from findings import planted_ids, top_planted
 
 from foleyscope.cli import main
@@ -53,7 +54,7 @@ def test_doctor_writes_json_html_and_trace_whose_numbers_add_up(make_clip, tmp_p
 
 
 def test_planted_4k_hevc_mkv_is_found_first_and_try_fixes_measures_the_saving(make_clip, tmp_path, capsys):
-    clip = make_clip(ext=".mkv", width=3840, height=2160, fps=60, seconds=0.5, codec="libx265")
+    clip = make_clip(**UHD_HEVC)
     r = tmp_path / "r.json"
     # --dtype auto: the engine runs the dtype the probe measures fastest, so no precision finding competes
     assert main(["doctor", str(clip), "--prompt", "x", "--steps", "1", "--dtype", "auto", "--try-fixes",

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import shutil
 import time
 from pathlib import Path
 
 import av
 import pytest
+from conftest import UHD_HEVC
 
 from foleyscope.cli import main
 from foleyscope.doctor.checks.input import CHECKS, check_input
@@ -41,10 +43,12 @@ def decode_seconds(path: Path, repeats: int = 2) -> float:
 
 
 @pytest.fixture(scope="module")
-def uhd_hevc(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The planted problem: 3840x2160, 60 fps, HEVC in Matroska (half a second keeps it quick)."""
-    return make_video(tmp_path_factory.mktemp("uhd") / "uhd 60fps.mkv",
-                      SynthSpec(width=3840, height=2160, fps=60, seconds=0.5, codec="libx265"))
+def uhd_hevc(make_clip, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The planted problem: 3840x2160, 60 fps, HEVC in Matroska (half a second keeps it quick), under a
+    name with a space (the fix command must quote it); the clip itself is the session's shared one."""
+    path = tmp_path_factory.mktemp("uhd") / "uhd 60fps.mkv"
+    shutil.copyfile(make_clip(**UHD_HEVC), path)
+    return path
 
 
 def by_id(findings):

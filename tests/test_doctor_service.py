@@ -44,7 +44,7 @@ def test_bad_server_reload_and_serialisation_found_and_ranked_first(weights: Pat
     one = m["warm_total_s"]
     assert one >= BAD.load_sleep_s + BAD.process_base_s + 2 * BAD.process_per_video_s
     reload, serial = {f.id: f for f in findings}["service_reloads_model"], findings[0]
-    # the load is 0.3 s sleep + a real torch.load of a 4 MB state dict; nothing else takes long
+    # the load is load_sleep_s of sleep + a real torch.load of a 4 MB state dict; nothing else takes long
     assert 0.9 * BAD.load_sleep_s <= reload.est_saving_s <= BAD.load_sleep_s + 0.3
     assert reload.severity == "critical" and reload.evidence["reported_processing_s"] < one
     p = m["parallel"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -165,21 +166,30 @@ def test_worker_threads_are_traced_under_the_stage_that_started_them() -> None:
 
 
 def test_sampler_tags_samples_with_the_running_stage() -> None:
+    def until_samples(n: int, wait: Callable[[float], None]) -> None:
+        """Sleep or spin until the sampler has taken n samples (a loaded machine samples late)."""
+        end = time.perf_counter() + 5.0
+        while len(sampler.samples) < n and time.perf_counter() < end:
+            wait(0.02)
+
     with Tracer() as tr:
         sampler = ResourceSampler(hz=20, tracer=tr).start()
+        start = time.perf_counter()
         with stage("a"):
-            time.sleep(0.4)
+            until_samples(6, time.sleep)
+        n_a = len(sampler.samples)
         with stage("b"):
-            _spin(0.4)
+            until_samples(n_a + 6, _spin)
         sampler.stop()
+        elapsed = time.perf_counter() - start
     tags = [s.stage for s in sampler.samples]
-    assert 10 <= len(tags) <= 20
-    assert tags.count("a") >= 5 and tags.count("b") >= 5
+    assert len(tags) <= 20 * elapsed + 2, "never faster than the asked rate"
+    assert set(tags[1 : n_a - 1]) == {"a"} and set(tags[n_a + 1 :]) == {"b"}, tags  # boundaries may go either way
     s = sampler.samples[-1]
     assert s.rss_bytes > 0 and len(s.cpu_percent_per_core) >= 1
     assert s.gpu_util is None and s.gpu_mem_bytes is None  # no GPU on this machine
     ts = [x.t for x in sampler.samples]
-    assert ts == sorted(ts) and 0 < ts[0] < 0.2
+    assert ts == sorted(ts) and 0 < ts[0] < 0.5
     a = [x.proc_cpu_percent for x in sampler.samples if x.stage == "a"][1:]
     assert max(a) < 30  # sleeping: this process is (nearly) idle
 

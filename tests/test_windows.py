@@ -22,6 +22,10 @@ def test_plan_covers_clip_with_equal_windows_on_whole_seconds(duration):
         assert b.start_s > a.start_s
 
 
+def test_a_25_s_clip_takes_two_15_s_windows_overlapping_by_5_s():
+    assert [(w.start_s, w.length_s) for w in plan_windows(25.0)] == [(0.0, 15.0), (10.0, 15.0)]
+
+
 def test_join_of_windows_carrying_the_same_signal_reproduces_it_with_no_click_or_bump():
     sr, duration = 8000, 25.0
     windows = plan_windows(duration)
