@@ -88,3 +88,29 @@ def test_a_missing_input_is_answered_before_torch_is_imported(command, tmp_path)
     assert (rc, torch_loaded, transformers_loaded) == ("2", "False", "False"), r
     assert r.stderr == "foleyscope: error: nope.mp4: no such file\n"
     assert float(seconds) < 2.0
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["bar", "quiet"])
+def test_prep_on_a_terminal_draws_a_bar_unless_quiet(make_clip, tmp_path, quiet):
+    import pty
+
+    clip = make_clip(width=320, height=180, seconds=2.0, fps=25)
+    argv = [sys.executable, "-m", "foleyscope", *(["-q"] if quiet else []), "prep", str(clip),
+            "-o", str(tmp_path / "p.mp4")]
+    leader, follower = pty.openpty()  # stdout and stderr are a terminal, as in a shell
+    proc = subprocess.Popen(argv, env=ENV, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    text = b"".join(chunks).decode(errors="replace")
+    assert "wrote" in text
+    assert ("\x1b[" in text) is not quiet, text  # cursor and colour codes are the bar's

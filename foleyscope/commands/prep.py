@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from foleyscope.commands.probe import _bytes
 from foleyscope.media.prep import X264_PRESETS, prep
+from foleyscope.progress import is_quiet
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     options = dict(height=args.height, fps=args.fps, max_seconds=args.max_seconds, crf=args.crf,
                    preset=args.preset)
-    if console.is_terminal:
+    if console.is_terminal and not is_quiet():
         bar = Progress(TextColumn("prep"), BarColumn(), TextColumn("{task.fields[at]}"), TimeElapsedColumn(),
                        TimeRemainingColumn(), console=console, transient=True)
         task = bar.add_task("prep", total=None, at="")
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
         with bar:
             info = prep(args.video, args.output, progress=progress, **options)
-    else:  # a pipe or a log gets only the summary line (or the one error line)
+    else:  # a pipe, a log or --quiet gets only the summary line (or the one error line)
         info = prep(args.video, args.output, **options)
     audio = f" + {info.audio_streams[0]['codec']}" if info.audio_streams else ", no audio"
     print(f"wrote {args.output}: {info.width}x{info.height} {info.fps:g} fps {info.video_codec}{audio}, "
