@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from foleyscope.device import resolve_device, resolve_dtype, synchronize
-from foleyscope.doctor.trace import Tracer
+from foleyscope.engine.device import resolve_device, resolve_dtype, synchronize
+from foleyscope.engine.pipeline import FoleyPipeline
+from foleyscope.engine.presets import PRESETS, Preset, random_components
+from foleyscope.engine.windows import LatentLayout
 from foleyscope.media.synth import SynthSpec, make_video
-from foleyscope.pipeline import FoleyPipeline
-from foleyscope.presets import PRESETS, Preset, random_components
 from foleyscope.stages import STAGES
-from foleyscope.windows import LatentLayout
+from foleyscope.trace import Tracer
 
 MID = Preset(
     "mid",

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from foleyscope.accel import compile_denoiser
-from foleyscope.device import resolve_device, synchronize
+from foleyscope.engine.device import resolve_device, synchronize
+from foleyscope.engine.modes import compile_denoiser
+from foleyscope.engine.pipeline import FoleyPipeline
+from foleyscope.engine.presets import PRESETS, random_components
 from foleyscope.media.synth import SynthSpec, make_video
-from foleyscope.pipeline import FoleyPipeline
-from foleyscope.presets import PRESETS, random_components
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine import MID  # noqa: E402

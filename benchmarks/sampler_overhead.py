@@ -18,7 +18,7 @@ import time
 import torch
 
 from foleyscope.doctor.resources import ResourceSampler
-from foleyscope.doctor.trace import Tracer, stage, step
+from foleyscope.trace import Tracer, stage, step
 
 
 def workload(n_iter: int, a: torch.Tensor, b: torch.Tensor) -> None:

@@ -3,7 +3,7 @@
 `cpu_contention` reports other processes taking the cores: on a shared machine it can fire on any
 run, so ranking assertions look at the planted findings only (`planted_ids`). Precision findings are
 NOT environmental: tests pin the engine to the dtype the probe measures fastest (`--dtype auto`, or
-`floor.fastest_dtype`), so `fp32_where_bf16_fast` / `half_precision_slow` must stay quiet unless planted.
+`hardware.fastest_dtype`), so `fp32_where_bf16_fast` / `half_precision_slow` must stay quiet unless planted.
 """
 
 from __future__ import annotations

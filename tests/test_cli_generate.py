@@ -19,7 +19,7 @@ SMALL = dict(width=160, height=90, seconds=1.0, fps=25)
 @pytest.fixture
 def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make loading a model fail the test: these checks must all happen before it."""
-    from foleyscope.pipeline import FoleyPipeline
+    from foleyscope.engine.pipeline import FoleyPipeline
 
     def refuse(cls, *args, **kwargs):
         raise AssertionError("a model was loaded before the inputs and outputs were checked")

@@ -15,11 +15,12 @@ import torch
 from findings import planted_ids, top_planted
 from safetensors.torch import load_file, save_file
 
-from foleyscope.doctor import checks, floor
+from foleyscope import hardware
+from foleyscope.doctor import checks
 from foleyscope.doctor.api import DiagnoseContext, diagnose
 from foleyscope.doctor.report import Report
-from foleyscope.doctor.trace import note, stage, step
 from foleyscope.stages import Stage
+from foleyscope.trace import note, stage, step
 
 
 def _spin(seconds: float) -> None:
@@ -85,7 +86,7 @@ def test_no_stall_without_the_sleep() -> None:
 
 def _speed() -> float:
     """bf16 matmul FLOP/s over fp32 on this CPU, measured by the doctor's own probe."""
-    return floor.speedup("cpu", "bfloat16")
+    return hardware.speedup("cpu", "bf16")
 
 
 @pytest.fixture(autouse=True)
@@ -110,17 +111,20 @@ def _denoise(dtype: torch.dtype, seconds: float = 0.6) -> None:
             i += 1
 
 
-@pytest.mark.parametrize("slow", ["float32", "bfloat16"])
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@pytest.mark.parametrize("slow", ["fp32", "bf16"])
 def test_dtype_slower_than_the_measured_alternative_is_found_first(slow: str) -> None:
     ratio = _speed()
-    if slow == "float32" and ratio < 1.3:
+    if slow == "fp32" and ratio < 1.3:
         pytest.skip(f"bf16 is not faster than fp32 on this CPU (measured {ratio:.2f}x): the planted "
                     "problem does not exist here; the bfloat16 case runs instead")
-    if slow == "bfloat16" and ratio > 1 / 1.3:
+    if slow == "bf16" and ratio > 1 / 1.3:
         pytest.skip(f"bf16 is not slower than fp32 on this CPU (measured {ratio:.2f}x)")
-    report = diagnose(_denoise, getattr(torch, slow))
+    report = diagnose(_denoise, TORCH_DTYPES[slow])
     top = top_planted(report.findings)
-    expected = "fp32_where_bf16_fast" if slow == "float32" else "half_precision_slow"
+    expected = "fp32_where_bf16_fast" if slow == "fp32" else "half_precision_slow"
     assert top.id == expected and top.step == 3
     assert top.evidence["dtype"] == slow and top.evidence["stages"] == ["denoise"]
     assert top.evidence["measured_speedup"] >= 1.3
@@ -131,9 +135,9 @@ def test_dtype_slower_than_the_measured_alternative_is_found_first(slow: str) ->
 
 
 def test_fastest_dtype_is_quiet() -> None:
-    fast = floor.fastest_dtype("cpu")
-    assert fast in ("float32", "bfloat16")
-    report = diagnose(_denoise, getattr(torch, fast), 0.4)
+    fast = hardware.fastest_dtype("cpu")
+    assert fast in ("fp32", "bf16")
+    report = diagnose(_denoise, TORCH_DTYPES[fast], 0.4)
     assert _ids(report) == []
     assert report.stages["denoise"]["dtype"] == fast
 
@@ -152,7 +156,7 @@ def weights(tmp_path: Path) -> Path:
 def _load(path: Path) -> MLP:
     model = MLP(512, 4)
     model.load_state_dict(load_file(str(path)))
-    return model.to(getattr(torch, floor.fastest_dtype("cpu"))).eval()
+    return model.to(TORCH_DTYPES[hardware.fastest_dtype("cpu")]).eval()
 
 
 def _infer(model: MLP) -> torch.Tensor:
@@ -256,8 +260,8 @@ def test_utilisation_table_rules_on_given_gpu_readings() -> None:
     from foleyscope.doctor.checks.utilisation import check_utilisation, reading
     from foleyscope.doctor.resources import Sample
     from foleyscope.doctor.run import RunData, StageStats
-    from foleyscope.doctor.trace import Event
-    from foleyscope.doctor.tracehooks import ModuleLog
+    from foleyscope.trace import Event
+    from foleyscope.trace.hooks import ModuleLog
 
     def st(name: str, gpu: float, busy: float, seconds: float = 2.0) -> StageStats:
         samples = [Sample(0.1 * i, name, [50.0] * 8, busy * 100, 1, 0.0, gpu, 1, 0.0) for i in range(20)]

@@ -115,7 +115,7 @@ def test_top_zero_prints_the_count_and_no_findings_table():
     from rich.console import Console
 
     from foleyscope.doctor.api import diagnose
-    from foleyscope.doctor.trace import stage
+    from foleyscope.trace import stage
 
     def stalls() -> None:
         with stage("stuck"):

@@ -17,8 +17,8 @@ from foleyscope.doctor import checks
 from foleyscope.doctor.api import diagnose
 from foleyscope.doctor.render import round_to_total
 from foleyscope.doctor.report import Report
-from foleyscope.doctor.trace import note, stage, step
 from foleyscope.stages import Stage
+from foleyscope.trace import note, stage, step
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "doctor.md"
 
@@ -69,7 +69,7 @@ def test_json_has_ranked_findings_and_stage_timings_that_add_up(report: Report, 
     assert data["events"][0]["kind"] == "model_load"
     assert data["environment"]["torch"] == torch.__version__
     env = data["environment"]
-    assert env["param_dtypes"] == {"float32": 64 * 64 + 64} and env["device"] == "cpu"
+    assert env["param_dtypes"] == {"fp32": 64 * 64 + 64} and env["device"] == "cpu"
     assert env["gpu_visible_but_unused"] is False  # no GPU on this machine
     assert 0 < env["memory_needed_bytes"] < env["memory_free_bytes"]
     # The file reads back into a Report that renders the same findings.

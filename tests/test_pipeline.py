@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from foleyscope.cli import main
-from foleyscope.pipeline import FoleyPipeline
+from foleyscope.engine.pipeline import FoleyPipeline
 
 
 @pytest.fixture(scope="module")

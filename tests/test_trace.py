@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from foleyscope.doctor import trace
+from foleyscope.trace import tracer as trace
 from foleyscope.doctor.resources import ResourceSampler
-from foleyscope.doctor.trace import Tracer, note, stage, step
 from foleyscope.stages import Stage
+from foleyscope.trace import Tracer, note, stage, step
 
 
 def _spin(seconds: float) -> None:
@@ -126,9 +126,9 @@ def test_modules_seen_per_stage_with_dtype_autocast_and_rebuilds() -> None:
             make()(x)
     log = tr.modules
     n = 8 * 16 + 16 + 16 * 4 + 4
-    assert dict(log.params["fp32"]) == {("cpu", "float32"): n}
-    assert dict(log.compute["autocast"]) == {("cpu", "bfloat16"): n}
-    assert dict(log.params["autocast"]) == {("cpu", "float32"): n}
+    assert dict(log.params["fp32"]) == {("cpu", "fp32"): n}
+    assert dict(log.compute["autocast"]) == {("cpu", "bf16"): n}
+    assert dict(log.params["autocast"]) == {("cpu", "fp32"): n}
     assert list(log.builds.values()) == [2]  # m, then a second object with the same signature
     assert log.root_calls["Sequential"] == 4
 

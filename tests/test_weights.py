@@ -16,8 +16,7 @@ from safetensors import safe_open
 from torch import nn
 
 from foleyscope.cli import main as cli_main
-from foleyscope.errors import FoleyscopeError
-from foleyscope.weights import (
+from foleyscope.engine.weights import (
     LoadReport,
     convert_to_safetensors,
     load_module,
@@ -28,6 +27,7 @@ from foleyscope.weights import (
     read_state_dict,
     write_safetensors,
 )
+from foleyscope.errors import FoleyscopeError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -232,7 +232,7 @@ RSS_SCRIPT = """
 import json, sys
 import psutil, torch
 from torch import nn
-from foleyscope.weights import load_module, read_state_dict
+from foleyscope.engine.weights import load_module, read_state_dict
 
 class Big(nn.Module):
     def __init__(self):

@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 
 from foleyscope.cli import main
+from foleyscope.engine.pipeline import FoleyPipeline
+from foleyscope.engine.presets import PRESETS, random_components
 from foleyscope.errors import FoleyscopeError
-from foleyscope.pipeline import FoleyPipeline
-from foleyscope.presets import PRESETS, random_components
 from foleyscope.tokenizer_data import tiny_tokenizer
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from foleyscope.windows import LatentLayout, join, plan_windows
+from foleyscope.engine.windows import LatentLayout, join, plan_windows
 
 
 @pytest.mark.parametrize("duration", [0.5, 3.3, 15.0, 15.2, 25.0, 30.0, 61.7, 127.4])

@@ -8,9 +8,9 @@ import shutil
 import time
 from pathlib import Path
 
+from foleyscope.engine.weight_paths import DENOISER_STEMS, SYNC_STEM, VAE_STEM
 from foleyscope.errors import FoleyscopeError
 from foleyscope.progress import duration, is_quiet, notice
-from foleyscope.weight_paths import DENOISER_STEMS, SYNC_STEM, VAE_STEM
 
 CONVERTIBLE = (*DENOISER_STEMS.values(), VAE_STEM, SYNC_STEM)
 
@@ -41,8 +41,8 @@ def plan(weights: Path, out_dir: Path) -> list[tuple[Path, Path]]:
 def run(args: argparse.Namespace) -> int:
     weights: Path = args.weights.expanduser()
     out_dir: Path = (args.out_dir or weights).expanduser()
-    from foleyscope.weight_paths import check_checkpoint_file
-    from foleyscope.weights import read_checkpoint
+    from foleyscope.engine.weight_paths import check_checkpoint_file
+    from foleyscope.engine.weights import read_checkpoint
 
     pairs = plan(weights, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def _convert_all(todo: list[tuple[Path, Path]]) -> list[tuple[str, str, str]]:
     """Convert each file with a byte-count bar on a terminal, a line per file in a log; (name, size, time) rows."""
     from rich.console import Console
 
-    from foleyscope.weights import convert_to_safetensors
+    from foleyscope.engine.weights import convert_to_safetensors
 
     console = Console(stderr=True)
     rows = []

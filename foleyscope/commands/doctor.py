@@ -93,11 +93,11 @@ def _list_checks() -> int:
 def _job(args: argparse.Namespace, preset: str, video: Path, dtype: str, out_dir: Path, console: Any,
          compile: bool | None = None):
     """One complete run as a user would do it: load, generate, write the audio."""
-    from foleyscope.doctor.trace import stage
+    from foleyscope.engine.pipeline import DEFAULT_NEGATIVE_PROMPT, FoleyPipeline
     from foleyscope.media.audio import write_audio
-    from foleyscope.pipeline import DEFAULT_NEGATIVE_PROMPT, FoleyPipeline
     from foleyscope.progress import StageProgress
     from foleyscope.stages import Stage
+    from foleyscope.trace import stage
 
     def job() -> float:
         with StageProgress(console) as progress:
@@ -143,7 +143,7 @@ def _try_fixes(report, args, preset: str, console) -> None:
     cold first run would credit the fix with that warm-up."""
     import time
 
-    from foleyscope.doctor.trace import Tracer
+    from foleyscope.trace import Tracer
 
     if not any(_fix_variant(f, args) for f in report.findings):
         return

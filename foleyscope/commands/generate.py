@@ -92,7 +92,7 @@ def check_engine_args(args: argparse.Namespace) -> str:
     if preset != "tiny" and args.weights is None:
         raise FoleyscopeError(f"--preset {preset} needs --weights DIR (the official checkpoint files)")
     if args.weights is not None:
-        from foleyscope.weight_paths import check_weight_files
+        from foleyscope.engine.weight_paths import check_weight_files
 
         check_weight_files(args.weights, preset)
     return preset
@@ -248,7 +248,7 @@ def _csv_rows(path: Path, reader: csv.DictReader, default_negative: str | None) 
 def run(args: argparse.Namespace) -> int:
     preset = check_engine_args(args)
     plan = _jobs(args)
-    from foleyscope.pipeline import FoleyPipeline
+    from foleyscope.engine.pipeline import FoleyPipeline
 
     if args.weights is None:
         notice("No --weights: tiny preset with random weights, so the sound is untrained noise.")
@@ -274,11 +274,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate_one(pipe, job: Job, args: argparse.Namespace, label: str) -> None:
     """One video through the loaded pipeline; progress is cleared before any error line is printed."""
-    from foleyscope.doctor.trace import stage
+    from foleyscope.engine.pipeline import DEFAULT_NEGATIVE_PROMPT
     from foleyscope.media.audio import mux, write_audio
-    from foleyscope.pipeline import DEFAULT_NEGATIVE_PROMPT
     from foleyscope.progress import StageProgress
     from foleyscope.stages import Stage
+    from foleyscope.trace import stage
 
     with StageProgress(label=label) as progress:
         negative = DEFAULT_NEGATIVE_PROMPT if job.negative_prompt is None else job.negative_prompt

@@ -1,7 +1,7 @@
 """`diagnose(fn, *args, **kwargs) -> Report`: run any callable under the tracer and the resource sampler,
 then run the checks over what was recorded.
 
-Users mark stages in their own code with `foleyscope.doctor.trace.stage`; without marks the doctor still
+Users mark stages in their own code with `foleyscope.trace.stage`; without marks the doctor still
 reports utilisation, the modules that ran (device, dtype), weight reloads and the untraced total.
 """
 
@@ -18,7 +18,7 @@ from foleyscope.doctor.finding import Finding
 from foleyscope.doctor.report import Report
 from foleyscope.doctor.resources import ResourceSampler, Sample
 from foleyscope.doctor.run import RunData
-from foleyscope.doctor.trace import Tracer, suspended
+from foleyscope.trace import Tracer, suspended
 
 
 @dataclass
@@ -63,7 +63,7 @@ def build_report(
     """Checks and report from a stopped tracer (for callers that drive Tracer/ResourceSampler themselves)."""
     from foleyscope import __version__
     from foleyscope.doctor.checks.bound import floor_table
-    from foleyscope.doctor.checks.stages import stage_table
+    from foleyscope.doctor.checks.timing import stage_table
 
     ctx = context or DiagnoseContext()
     env = environment.collect(tracer.modules)

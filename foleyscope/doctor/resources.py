@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from foleyscope.doctor import trace
+from foleyscope.trace import tracer as trace
 
 
 @dataclass

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
 
-from foleyscope.doctor.floor import norm_device, norm_dtype
 from foleyscope.doctor.resources import Sample
-from foleyscope.doctor.trace import Event, StageRecord, StepRecord, Tracer
-from foleyscope.doctor.tracehooks import ModuleLog
+from foleyscope.hardware import norm_device, norm_dtype
 from foleyscope.stages import Stage
+from foleyscope.trace import Event, StageRecord, StepRecord, Tracer
+from foleyscope.trace.hooks import ModuleLog
 
 OTHER = "other"  # time inside the traced call but outside every stage
 MODEL_STAGES = (Stage.VISUAL_ENCODE, Stage.SYNC_ENCODE, Stage.TEXT_ENCODE, Stage.DENOISE, Stage.VAE_DECODE)

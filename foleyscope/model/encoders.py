@@ -1,5 +1,5 @@
 """The two pretrained condition encoders, built with `transformers` from a config and loaded through
-foleyscope.weights (memory-mapped, straight to device and dtype, keys checked by name).
+foleyscope.engine.weights (memory-mapped, straight to device and dtype, keys checked by name).
 
 What the official pipeline does, and what we match for the same weights:
 - visual_encode: SigLIP2 `google/siglip2-base-patch16-512` (config model_type "siglip": the
@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from foleyscope.errors import FoleyscopeError
-from foleyscope.weights import (
+from foleyscope.engine.weights import (
     METADATA_KEY,
     read_checkpoint,
     read_hf_weights,
     write_safetensors,
 )
+from foleyscope.errors import FoleyscopeError
 
 TEXT_LENGTH = 77
 # The other tower and the contrastive heads of the full checkpoints: present in the files, unused here.
@@ -201,7 +201,7 @@ def load_visual_encoder(
     siglip2-base-patch16-512, whose config is then assumed)."""
     from transformers import SiglipVisionConfig
 
-    from foleyscope.weights import load_module
+    from foleyscope.engine.weights import load_module
 
     path = Path(path)
     if path.is_dir():
@@ -239,7 +239,7 @@ def load_text_encoder(
     """From a local Hugging Face CLAP folder: tokenizer files + config.json + weights (text keys taken)."""
     from transformers import AutoTokenizer
 
-    from foleyscope.weights import load_module
+    from foleyscope.engine.weights import load_module
 
     path = Path(path)
     if not (path / "config.json").is_file():

@@ -21,12 +21,12 @@ if TYPE_CHECKING:
 STEP_MODULES: tuple[tuple[int, str], ...] = (
     (0, "bound"),
     (1, "utilisation"),
-    (2, "stages"),
+    (2, "timing"),
     (3, "mode"),
     (4, "input"),
     (5, "service"),
 )
-RUN_CHECKS = ("bound", "utilisation", "stages", "mode")  # the modules that read a RunData
+RUN_CHECKS = ("bound", "utilisation", "timing", "mode")  # the modules that read a RunData
 
 IMPORT_ERRORS: dict[str, str] = {}
 log = logging.getLogger(__name__)

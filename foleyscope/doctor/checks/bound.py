@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from foleyscope.doctor import floor as floorlib
+from foleyscope import hardware
 from foleyscope.doctor.finding import Finding
 from foleyscope.doctor.run import HOST_STAGES, RunData
 
@@ -67,9 +67,9 @@ def _gpu_findings(run: RunData) -> list[Finding]:
     speedup = ASSUMED_GPU_SPEEDUP
     basis = f"assumed {ASSUMED_GPU_SPEEDUP:.0f}x (torch cannot reach the GPU)"
     if env.get("cuda_available") and run.probe:
-        dt = next((run.stage_dtype(n) for n in names if run.stage_dtype(n)), "float32")
-        gpu = floorlib.peak_flops("cuda", "bfloat16" if dt == "float32" else dt)
-        cpu = floorlib.peak_flops("cpu", dt)
+        dt = next((run.stage_dtype(n) for n in names if run.stage_dtype(n)), "fp32")
+        gpu = hardware.peak_flops("cuda", "bf16" if dt == "fp32" else dt)
+        cpu = hardware.peak_flops("cpu", dt)
         speedup, basis = gpu / cpu, "measured matmul peaks, GPU bf16 / CPU at the run's dtype"
     ev.update(gpu_over_cpu_speedup=round(speedup, 1), speedup_basis=basis)
     est = model_s * (1 - 1 / speedup) if speedup > 1 else 0.0
@@ -174,11 +174,11 @@ def floor_table(run: RunData) -> dict[str, Any]:
             st = run.stages.get(name)
             if st is None or flops <= 0 or st.seconds <= 0:
                 continue
-            dev, dt = run.stage_device(name), run.stage_dtype(name) or "float32"
-            peak = floorlib.peak_flops(dev, dt)
+            dev, dt = run.stage_device(name), run.stage_dtype(name) or "fp32"
+            peak = hardware.peak_flops(dev, dt)
             peaks[f"{dev}/{dt}"] = peak
-            stages[name] = {"device": dev, "dtype": dt, **floorlib.stage_floor(flops, peak, st.seconds)}
-    table = {"peak_flops_per_s": peaks, "stages": stages, "probes": floorlib.cached()}
+            stages[name] = {"device": dev, "dtype": dt, **stage_floor(flops, peak, st.seconds)}
+    table = {"peak_flops_per_s": peaks, "stages": stages, "probes": hardware.cached()}
     run.cache["floor"] = table
     return table
 
@@ -205,6 +205,18 @@ def _efficiency(run: RunData) -> list[Finding]:
             0.0,
         ))
     return out
+
+
+def stage_floor(flops: float, peak: float, measured_s: float) -> dict[str, float]:
+    """{'flops', 'peak_flops_per_s', 'floor_s', 'measured_s', 'efficiency'} for one stage."""
+    floor_s = flops / peak if peak > 0 else 0.0
+    return {
+        "flops": float(flops),
+        "peak_flops_per_s": float(peak),
+        "floor_s": floor_s,
+        "measured_s": measured_s,
+        "efficiency": floor_s / measured_s if measured_s > 0 else 0.0,
+    }
 
 
 def check_bound(run: RunData) -> list[Finding]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from foleyscope.doctor import floor as floorlib
+from foleyscope import hardware
 from foleyscope.doctor.finding import Finding
 from foleyscope.doctor.run import RunData
 from foleyscope.stages import Stage
@@ -56,13 +56,13 @@ def _dtype_findings(run: RunData) -> list[Finding]:
     for (dev, dt), names in _groups(run).items():
         if switchable is not None:  # advice only where the fix changes something (our VAE stays fp32)
             names = [n for n in names if n in switchable]
-        if not names or dev not in ("cpu", "cuda") or dt not in ("float32", "bfloat16", "float16"):
+        if not names or dev not in ("cpu", "cuda") or dt not in ("fp32", "bf16", "fp16"):
             continue
         secs = _seconds(run, names)
         if secs <= 0:
             continue
-        other = "bfloat16" if dt == "float32" else "float32"
-        probes = floorlib.measure(dev, (dt, other))
+        other = "bf16" if dt == "fp32" else "fp32"
+        probes = hardware.measure(dev, (dt, other))
         ratio = probes[other].flops_per_s / probes[dt].flops_per_s
         if ratio < MIN_SPEEDUP:
             continue
@@ -78,7 +78,7 @@ def _dtype_findings(run: RunData) -> list[Finding]:
         if dev == "cpu":
             ev["cpu_matrix_flags"] = flags or "none (no AVX512-BF16/AMX)"
         est = secs * (1 - 1 / ratio)
-        if dt == "float32":
+        if dt == "fp32":
             out.append(Finding(
                 "fp32_where_bf16_fast", 3, "warning",
                 f"{', '.join(names)} ran in fp32; bf16 matmuls measure {ratio:.1f}x faster on this {dev}",
@@ -88,7 +88,7 @@ def _dtype_findings(run: RunData) -> list[Finding]:
                 est,
             ))
         else:
-            why = ("fp16 is emulated on CPUs" if dt == "float16" and dev == "cpu" else
+            why = ("fp16 is emulated on CPUs" if dt == "fp16" and dev == "cpu" else
                    "this CPU has no native bf16 matrix instructions" if dev == "cpu" else
                    "this GPU has no fast half-precision matmuls")
             out.append(Finding(
@@ -104,7 +104,7 @@ def _dtype_findings(run: RunData) -> list[Finding]:
 
 def _cuda_mode_findings(run: RunData) -> list[Finding]:
     mode = run.mode()
-    if floorlib.norm_device(mode.get("device") or run.run_device()) != "cuda":
+    if hardware.norm_device(mode.get("device") or run.run_device()) != "cuda":
         return []
     out: list[Finding] = []
     den = run.stages.get(Stage.DENOISE)
@@ -143,9 +143,9 @@ def _cuda_mode_findings(run: RunData) -> list[Finding]:
     cap = run.env.get("cuda_capability")
     tf32 = mode.get("tf32", run.env.get("tf32_matmul"))
     groups = _groups(run)
-    fp32 = [n for (dev, dt), names in groups.items() if dev == "cuda" and dt == "float32" for n in names]
+    fp32 = [n for (dev, dt), names in groups.items() if dev == "cuda" and dt == "fp32" for n in names]
     if fp32 and cap and float(cap) >= 8.0 and tf32 is False and run.probe:
-        ratio = floorlib.speedup("cuda", "tf32")
+        ratio = hardware.speedup("cuda", "tf32")
         secs = _seconds(run, fp32)
         if ratio >= MIN_SPEEDUP:
             out.append(Finding(
@@ -164,7 +164,7 @@ def _copy_findings(run: RunData) -> list[Finding]:
     nbytes = sum(st.h2d_bytes or 0 for _, st in slow)
     if not slow or nbytes < 16 * 2**20 or not run.env.get("cuda_available") or not run.probe:
         return []
-    bw = floorlib.copy_bandwidth()
+    bw = hardware.copy_bandwidth()
     est = nbytes / bw["pageable"] - nbytes / bw["pinned"]
     return [Finding(
         "pageable_h2d_copies", 3, "warning",

@@ -13,7 +13,7 @@ whose process kept less than 0.3 of a core busy while its wall time ran on was w
 
 from __future__ import annotations
 
-from foleyscope.doctor import floor as floorlib
+from foleyscope import hardware
 from foleyscope.doctor.finding import Finding
 from foleyscope.doctor.run import RunData, StageStats
 
@@ -144,8 +144,8 @@ def check_utilisation(run: RunData) -> list[Finding]:
             if mean > 80:
                 continue
             if peak == 0 and st.name in model:
-                cpu = floorlib.peak_flops("cpu", run.stage_dtype(st.name) or "float32") if run.probe else 0
-                gpu_peak = floorlib.peak_flops("cuda", "bfloat16") if run.probe else 0
+                cpu = hardware.peak_flops("cpu", run.stage_dtype(st.name) or "fp32") if run.probe else 0
+                gpu_peak = hardware.peak_flops("cuda", "bf16") if run.probe else 0
                 ratio = cpu / gpu_peak if gpu_peak else 0.1
                 out.append(Finding(
                     "gpu_idle_in_model_stage", 1, "critical",

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from foleyscope.doctor.trace import note, stage
+from foleyscope.engine.presets import Components, Preset, build_components, get_preset
+from foleyscope.engine.sampler import Solver, sample
+from foleyscope.engine.windows import LatentLayout, Window, join, plan_windows
 from foleyscope.media.frames import FrameSpec, extract_frames
-from foleyscope.presets import Components, Preset, build_components, get_preset
-from foleyscope.sampler import Solver, sample
 from foleyscope.stages import Stage
-from foleyscope.windows import LatentLayout, Window, join, plan_windows
+from foleyscope.trace import note, stage
 
 DEFAULT_NEGATIVE_PROMPT = "noisy, harsh"
 # The stages whose networks run in the pipeline's dtype; the VAE decode stays fp32 whatever --dtype says.
@@ -57,7 +57,7 @@ class FoleyPipeline:
         compile: bool = False,
     ) -> FoleyPipeline:
         """Build the components for `preset`: from `weights` (official files) or seeded random weights."""
-        from foleyscope.device import resolve_device, resolve_dtype
+        from foleyscope.engine.device import resolve_device, resolve_dtype
 
         spec = get_preset(preset)
         with stage(Stage.LOAD):
@@ -65,7 +65,7 @@ class FoleyPipeline:
             dt = resolve_dtype(dtype, dev)  # `auto` on a CPU runs a short matmul probe
             components = build_components(spec, weights, dev, dt, seed=seed)
             if compile:
-                from foleyscope.accel import compile_denoiser
+                from foleyscope.engine.modes import compile_denoiser
 
                 compile_denoiser(components.denoiser)
         note("inference_mode", device=str(dev), dtype=str(dt).removeprefix("torch."), compile=compile,

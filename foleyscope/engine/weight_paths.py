@@ -1,5 +1,5 @@
 """Finding the official release files inside a `--weights` folder (names below; the loaders are in
-foleyscope.weights, which re-exports this)."""
+foleyscope.engine.weights, which re-exports this)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from foleyscope.doctor.trace import step as trace_step
+from foleyscope.trace import step as trace_step
 
 Solver = Literal["euler", "heun"]
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [2B,C,L], t [2B]) -> v

@@ -35,9 +35,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda":
             return torch.bfloat16
         if device.type == "cpu":
-            from foleyscope.doctor.floor import speedup  # the doctor's probe: one measurement, cached
+            from foleyscope.hardware import speedup  # the doctor's probe: one measurement, cached
 
-            return torch.bfloat16 if speedup("cpu", "bfloat16") > 1.2 else torch.float32
+            return torch.bfloat16 if speedup("cpu", "bf16") > 1.2 else torch.float32
         return torch.float32
     if name not in DTYPES:
         raise FoleyscopeError(f"--dtype {name}: expected auto, fp32, bf16 or fp16")

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from foleyscope.doctor import tracehooks
-from foleyscope.doctor.procstat import PeakRss, cpu_seconds, cpu_wait_seconds
+from foleyscope.trace import hooks as tracehooks
+from foleyscope.trace.procstat import PeakRss, cpu_seconds, cpu_wait_seconds
 
 
 @dataclass

@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from foleyscope.hardware import norm_dtype
+
 # -- host-to-device copies --------------------------------------------------------------------------
 
 
@@ -127,11 +129,11 @@ class ModuleLog:
         for p in module.parameters(recurse=False):
             if not p.is_floating_point():
                 continue
-            dev, dt = p.device.type, str(p.dtype).removeprefix("torch.")
+            dev, dt = p.device.type, norm_dtype(p.dtype)
             self.params[stage][(dev, dt)] += p.numel()
             eff = dt
             if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
-                eff = str(torch.get_autocast_dtype(dev)).removeprefix("torch.")
+                eff = norm_dtype(torch.get_autocast_dtype(dev))
             self.compute[stage][(dev, eff)] += p.numel()
 
     def post(self) -> None:
@@ -180,7 +182,7 @@ def _path_and_size(obj: Any) -> tuple[str | None, int | None]:
 
 
 def _timed(fn: Callable, loader: str) -> Callable:
-    from foleyscope.doctor.trace import note
+    from foleyscope.trace import note
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
@@ -194,7 +196,7 @@ def _timed(fn: Callable, loader: str) -> Callable:
 
 
 def _timed_load_state_dict(fn: Callable) -> Callable:
-    from foleyscope.doctor.trace import note
+    from foleyscope.trace import note
 
     def load_state_dict(self: Any, state_dict: Any, *args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
@@ -222,7 +224,7 @@ class _TimedSafeOpen:
         return self._handle.__enter__()
 
     def __exit__(self, *exc: Any) -> Any:
-        from foleyscope.doctor.trace import note
+        from foleyscope.trace import note
 
         out = self._handle.__exit__(*exc)
         path, size = _path_and_size(self._args[0] if self._args else self._kwargs.get("filename"))

@@ -34,9 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from foleyscope.errors import FoleyscopeError
-from foleyscope.media.atomic import atomic_output
-from foleyscope.weight_paths import (  # noqa: F401  (re-exported: one import for every loader)
+from foleyscope.engine.weight_paths import (  # noqa: F401  (re-exported: one import for every loader)
     CLAP_DIRS,
     DENOISER_STEMS,
     SIGLIP_DIRS,
@@ -45,6 +43,8 @@ from foleyscope.weight_paths import (  # noqa: F401  (re-exported: one import fo
     WeightPaths,
     locate_weights,
 )
+from foleyscope.errors import FoleyscopeError
+from foleyscope.media.atomic import atomic_output
 
 Progress = Callable[[int, int], None]  # (done, total)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from foleyscope.doctor.trace import note
 from foleyscope.errors import FoleyscopeError
 from foleyscope.model import dac_vae, synchformer
 from foleyscope.model.dac_vae import DAC_PRESETS, DacConfig, DacVAE
@@ -29,6 +28,7 @@ from foleyscope.model.encoders import (
 )
 from foleyscope.model.foley import FOLEY_PRESETS, FoleyConfig, FoleyDenoiser, is_ignored_key
 from foleyscope.model.synchformer import SYNC_PRESETS, SyncEncoder, SynchformerConfig
+from foleyscope.trace import note
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def build_components(
     The VAE stays fp32 (it is cheap next to the denoiser and audible when rounded)."""
     if weights is None:
         return random_components(preset, device, dtype, seed)
-    from foleyscope.weights import load_module, locate_weights, read_checkpoint
+    from foleyscope.engine.weights import load_module, locate_weights, read_checkpoint
 
     paths = locate_weights(weights, preset.name)
 

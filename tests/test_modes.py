@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-import foleyscope.accel as accel
-from foleyscope.doctor.trace import Tracer
-from foleyscope.pipeline import FoleyPipeline
+import foleyscope.engine.modes as accel
+from foleyscope.engine.pipeline import FoleyPipeline
+from foleyscope.trace import Tracer
 
 
 def test_compile_switch_keeps_the_output_and_reports_itself(make_clip, monkeypatch):

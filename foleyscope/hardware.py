@@ -1,9 +1,9 @@
-"""The compute floor: what this device can actually do, measured by a short matmul probe.
+"""What this machine can do, measured: peak matmul FLOP/s per device and dtype, host-to-GPU copy speed.
 
-floor_s = a stage's FLOPs / the measured peak FLOP/s at the run's dtype; efficiency = floor_s / measured_s.
-The same probe answers "is bf16 faster than fp32 here?": on CPUs without native bf16 (no AVX512-BF16/AMX)
-bf16 matmuls are several times SLOWER than fp32, so the doctor measures instead of assuming.
-Results are cached per process: a probe costs about 0.2 s per dtype on CPU.
+The engine asks it which dtype is fastest (`--dtype auto`); the doctor uses it for the compute floor
+and for dtype advice. On CPUs without native bf16 (no AVX512-BF16/AMX) bf16 matmuls are several times
+SLOWER than fp32, on CPUs with them several times faster: measured, never assumed. Results are cached
+per process: a measurement costs about 0.2 s per dtype on a CPU. Dtypes are named fp32/bf16/fp16.
 
 `FOLEYSCOPE_CPU_BF16_SPEEDUP=R` makes the CPU probe report bf16 at R times its measured fp32 speed: it
 simulates the other kind of CPU (R=8 for AMX, R=0.2 for none), so the suite and the dtype advice can be
@@ -18,14 +18,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 _ALIASES = {
-    "fp32": "float32", "float": "float32", "f32": "float32",
-    "bf16": "bfloat16", "fp16": "float16", "half": "float16", "f16": "float16",
-    "tf32": "tf32",
+    "float32": "fp32", "float": "fp32", "f32": "fp32",
+    "bfloat16": "bf16", "float16": "fp16", "half": "fp16", "f16": "fp16",
 }
+_TORCH_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "tf32": "float32"}
 
 
 def norm_dtype(value: Any) -> str | None:
-    """'torch.bfloat16' / 'bf16' / torch.bfloat16 -> 'bfloat16'; None stays None."""
+    """'torch.bfloat16' / 'bfloat16' / torch.bfloat16 -> 'bf16' (fp32, bf16, fp16, tf32); None stays None."""
     if value is None:
         return None
     text = str(value).removeprefix("torch.").lower()
@@ -55,7 +55,7 @@ _CACHE: dict[tuple[str, str, int], Probe] = {}  # (device, dtype, CPU threads): 
 
 
 def _torch_dtype(torch: Any, dtype: str) -> Any:
-    return torch.float32 if dtype == "tf32" else getattr(torch, dtype)
+    return getattr(torch, _TORCH_NAMES.get(dtype, dtype))
 
 
 def _one_round(torch: Any, device: str, dtype: str, n: int, budget_s: float) -> tuple[float, int]:
@@ -92,10 +92,10 @@ def _one_round(torch: Any, device: str, dtype: str, n: int, budget_s: float) -> 
 def _default_n(device: str, dtype: str) -> int:
     if device == "cuda":
         return 4096
-    return 256 if dtype == "float16" else 512  # fp16 on CPU runs at a few GFLOP/s: keep it short
+    return 256 if dtype == "fp16" else 512  # fp16 on CPU runs at a few GFLOP/s: keep it short
 
 
-def measure(device: str = "cpu", dtypes: tuple[str, ...] = ("float32",), *, budget_s: float = 0.08,
+def measure(device: str = "cpu", dtypes: tuple[str, ...] = ("fp32",), *, budget_s: float = 0.08,
             rounds: int = 3) -> dict[str, Probe]:
     """Peak matmul FLOP/s per dtype, measured in interleaved rounds so that a burst of load from another
     process hurts every dtype alike; cached per (device, dtype)."""
@@ -113,9 +113,9 @@ def measure(device: str = "cpu", dtypes: tuple[str, ...] = ("float32",), *, budg
             best[d] = max(best[d], flops)
             spent[d] += time.perf_counter() - t
     forced = os.environ.get(FORCE_BF16_ENV) if device == "cpu" else None
-    if forced and "bfloat16" in wanted:
-        fp32 = best["float32"] if "float32" in best else measure(device, ("float32",))["float32"].flops_per_s
-        best["bfloat16"] = fp32 * _forced_ratio(forced)
+    if forced and "bf16" in wanted:
+        fp32 = best["fp32"] if "fp32" in best else measure(device, ("fp32",))["fp32"].flops_per_s
+        best["bf16"] = fp32 * _forced_ratio(forced)
     for d in wanted:
         _CACHE[(device, d, threads)] = Probe(device, d, best[d], _default_n(device, d), spent[d], threads)
     return {norm_dtype(d): _CACHE[(device, norm_dtype(d), threads)] for d in dtypes}
@@ -133,17 +133,17 @@ def _forced_ratio(text: str) -> float:
     return ratio
 
 
-def peak_flops(device: str = "cpu", dtype: str = "float32") -> float:
+def peak_flops(device: str = "cpu", dtype: str = "fp32") -> float:
     return measure(device, (dtype,))[norm_dtype(dtype)].flops_per_s
 
 
-def speedup(device: str, fast: str, base: str = "float32") -> float:
+def speedup(device: str, fast: str, base: str = "fp32") -> float:
     """Measured matmul speed of `fast` over `base` on `device` (> 1: `fast` is faster)."""
     probes = measure(device, (base, fast))
     return probes[norm_dtype(fast)].flops_per_s / probes[norm_dtype(base)].flops_per_s
 
 
-def fastest_dtype(device: str = "cpu", candidates: tuple[str, ...] = ("float32", "bfloat16")) -> str:
+def fastest_dtype(device: str = "cpu", candidates: tuple[str, ...] = ("fp32", "bf16")) -> str:
     """The candidate with the highest measured matmul throughput on `device` (what the engine should run)."""
     probes = measure(device, candidates)
     return max(probes.values(), key=lambda p: p.flops_per_s).dtype
@@ -152,28 +152,6 @@ def fastest_dtype(device: str = "cpu", candidates: tuple[str, ...] = ("float32",
 def cached() -> dict[str, dict[str, Any]]:
     """Every probe measured so far in this process, for the report."""
     return {f"{dev}/{dt}" + (f"/{n}threads" if n else ""): p.to_dict() for (dev, dt, n), p in _CACHE.items()}
-
-
-def flops_of(fn: Any, *args: Any, **kwargs: Any) -> int:
-    """Count the FLOPs of one call with torch's FlopCounterMode (for code without an analytic count).
-    Runs `fn` once: do it outside the timed run."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn(*args, **kwargs)
-    return int(counter.get_total_flops())
-
-
-def stage_floor(flops: float, peak: float, measured_s: float) -> dict[str, float]:
-    """{'flops', 'peak_flops_per_s', 'floor_s', 'measured_s', 'efficiency'} for one stage."""
-    floor_s = flops / peak if peak > 0 else 0.0
-    return {
-        "flops": float(flops),
-        "peak_flops_per_s": float(peak),
-        "floor_s": floor_s,
-        "measured_s": measured_s,
-        "efficiency": floor_s / measured_s if measured_s > 0 else 0.0,
-    }
 
 
 _BW_CACHE: dict[str, dict[str, float]] = {}

@@ -61,7 +61,7 @@ def stage_table(run: RunData) -> dict[str, dict[str, Any]]:
     return table
 
 
-def check_stages(run: RunData) -> list[Finding]:
+def check_timing(run: RunData) -> list[Finding]:
     out: list[Finding] = []
     total = run.total_s
     if total <= 0:
@@ -93,7 +93,7 @@ def check_stages(run: RunData) -> list[Finding]:
             f"{other.seconds:.2f} s ({other.seconds / total:.0%}) of the run is outside every stage",
             {"untraced_s": round(other.seconds, 3), "share": round(other.seconds / total, 3),
              "stages_marked": len(run.traced())},
-            "Wrap the remaining work in `with foleyscope.doctor.trace.stage('name'):` (or decorate the "
+            "Wrap the remaining work in `with foleyscope.trace.stage('name'):` (or decorate the "
             "function with @stage('name')) so the doctor can time and judge it.",
             0.0,
         ))

@@ -1,0 +1,2 @@
+"""The inference engine: presets, weights, modes, sampler, windows, the pipeline and jobs.
+It imports nothing from foleyscope.doctor."""
