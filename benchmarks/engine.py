@@ -23,9 +23,10 @@ from pathlib import Path
 
 import torch
 
-from foleyscope.engine.device import resolve_device, resolve_dtype, synchronize
+from foleyscope.engine.device import resolve_device, synchronize
+from foleyscope.engine.modes import Mode
 from foleyscope.engine.pipeline import FoleyPipeline
-from foleyscope.engine.presets import PRESETS, Preset, random_components
+from foleyscope.engine.presets import PRESETS, Preset
 from foleyscope.engine.windows import LatentLayout
 from foleyscope.media.synth import SynthSpec, make_video
 from foleyscope.stages import STAGES
@@ -106,14 +107,14 @@ def main() -> int:
     ap.add_argument("--long-seconds", type=float, default=40.0, help="clip for the joint-denoising cost (tiny)")
     args = ap.parse_args()
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    mode = Mode(args.dtype)
     clip = make_video(Path(tempfile.mkdtemp()) / "bench.mp4",
                       SynthSpec(width=640, height=360, seconds=args.seconds, fps=25))
-    print(f"device {device} ({torch.get_num_threads()} threads), dtype {dtype}, {args.seconds:g} s 640x360 "
+    print(f"device {device} ({torch.get_num_threads()} threads), dtype {mode.dtype}, {args.seconds:g} s 640x360 "
           f"25 fps clip, {args.steps} steps, torch {torch.__version__}")
     rows = {}
     for preset in (PRESETS["tiny"], MID):
-        pipe = FoleyPipeline(random_components(preset, device, dtype), preset, device, dtype)
+        pipe = FoleyPipeline.load(preset, device=str(device), mode=mode)
         rows[preset.name] = (stage_times(pipe, clip, args.steps),
                              step_time(pipe, args.seconds, True, args.reps),
                              step_time(pipe, args.seconds, False, args.reps))
@@ -129,7 +130,7 @@ def main() -> int:
     long_clip = make_video(Path(tempfile.mkdtemp()) / "long.mp4",
                            SynthSpec(width=160, height=90, seconds=args.long_seconds, fps=25))
     tiny = PRESETS["tiny"]
-    pipe = FoleyPipeline(random_components(tiny, device, dtype), tiny, device, dtype)
+    pipe = FoleyPipeline.load(tiny, device=str(device), mode=mode)
     n, step_s, avg_s = joint_cost(pipe, long_clip, args.steps, args.reps)
     print(f"\n| joint denoising, tiny, {args.long_seconds:g} s clip | windows | denoise per step (ms) "
           "| overlap averaging per step (ms) | overhead |\n|---|---|---|---|---|")

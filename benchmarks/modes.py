@@ -22,32 +22,29 @@ import numpy as np
 import torch
 
 from foleyscope.engine.device import resolve_device, synchronize
-from foleyscope.engine.modes import compile_denoiser
+from foleyscope.engine.modes import Mode
 from foleyscope.engine.pipeline import FoleyPipeline
-from foleyscope.engine.presets import PRESETS, random_components
+from foleyscope.engine.presets import PRESETS
 from foleyscope.media.synth import SynthSpec, make_video
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine import MID  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MODES = {"fp32": Mode("fp32"), "bf16": Mode("bf16"), "fp16": Mode("fp16"), "compile": Mode("fp32", compile=True),
+         "math": Mode("fp32", attention="math")}
 
 
-def run_mode(mode: str, preset, device: torch.device, clip: Path, steps: int) -> tuple[float, np.ndarray, torch.Tensor]:
-    dtype = DTYPES.get(mode, torch.float32)
-    pipe = FoleyPipeline(random_components(preset, device, dtype, seed=0), preset, device, dtype)
-    latents: list[torch.Tensor] = []
-    vae = pipe.components.vae
-    if mode == "compile":
-        compile_denoiser(pipe.components.denoiser)
+def run_mode(name: str, preset, device: torch.device, clip: Path, steps: int) -> tuple[float, np.ndarray, torch.Tensor]:
+    pipe = FoleyPipeline.load(preset, device=str(device), mode=MODES[name])
+    if MODES[name].compile:
         pipe(clip, "footsteps on gravel", steps=steps, seed=0)  # pays the compile
-    decode = vae.decode
-    vae.decode = lambda z: (latents.append(z.detach().float().cpu()), decode(z))[1]
     synchronize(device)
     start = time.perf_counter()
-    audio = pipe(clip, "footsteps on gravel", steps=steps, seed=0).audio
+    cond = pipe.prepare(clip, "footsteps on gravel")
+    latents = pipe.denoise(cond, steps=steps, seed=0)
+    audio = pipe.decode(cond, latents).audio
     synchronize(device)
-    return time.perf_counter() - start, audio, latents[-1]
+    return time.perf_counter() - start, audio, latents.cpu()
 
 
 def rel(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
@@ -61,7 +58,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--modes", default="fp32,bf16,compile")
+    ap.add_argument("--modes", default="fp32,bf16,compile", help=f"comma-separated, from {', '.join(MODES)}")
     args = ap.parse_args()
     device = resolve_device(args.device)
     preset = MID if args.preset == "mid" else PRESETS["tiny"]

@@ -1,5 +1,5 @@
-"""What the commands say on stderr while they work: progress for the pipeline's (stage, done, total)
-callbacks, notices and warnings. Rich bars on a terminal; one plain line per event when stderr is a
+"""What the commands say on stderr while they work: progress from the engine's Progress events
+(foleyscope.trace), notices and warnings. Rich bars on a terminal; one plain line per event when stderr is a
 log or a pipe (bars there are unreadable escape codes); nothing but warnings and errors with --quiet."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 import time
 from typing import Any
+
+from foleyscope.trace.events import Progress
 
 _QUIET = False
 LOG_EVERY = 0.1  # log mode: a line every 10% of a multi-step stage (the denoising steps)
@@ -57,7 +59,7 @@ def duration(seconds: float) -> str:
 
 
 class StageProgress:
-    """The pipeline's progress callback: `progress(stage, done, total)`. Use as a context manager.
+    """The engine's progress listener: `progress(event)`. Use as a context manager.
 
     Picks its display from the console: bars on a terminal, log lines elsewhere, nothing when quiet."""
 
@@ -80,8 +82,17 @@ class StageProgress:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.display.stop(failed=exc_type is not None)
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        self.display.update(stage, done, total)
+    def __call__(self, event: Progress) -> None:
+        """A Progress listener: stage start/end and steps; decode's seconds-of-video move only a bar."""
+        total = max(1, int(event.total)) if event.unit == "steps" else event.total
+        if event.kind == "start":
+            self.display.update(event.stage, 0, total)
+        elif event.kind == "end":
+            self.display.update(event.stage, total, total)
+        elif event.unit == "steps":
+            self.display.update(event.stage, int(event.done), total)
+        elif isinstance(self.display, _Bars) and total:
+            self.display.update(event.stage, min(event.done, total) / total, 1)
 
 
 class _Display:

@@ -16,6 +16,7 @@ from rich.console import Console
 from foleyscope.cli import main
 from foleyscope.progress import StageProgress
 from foleyscope.stages import STAGES
+from foleyscope.trace import Progress
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(width=160, height=90, seconds=1.0, fps=25)
@@ -64,10 +65,10 @@ def test_log_progress_when_stderr_is_not_a_terminal(make_clip, tmp_path, capsys)
 def test_terminal_bars_show_an_eta_for_denoise():
     buf = io.StringIO()
     with StageProgress(Console(file=buf, force_terminal=True, width=120)) as progress:
-        progress("denoise", 0, 50)
+        progress(Progress("start", "denoise", 0, 50))
         for i in range(1, 6):
             time.sleep(0.02)
-            progress("denoise", i, 50)
+            progress(Progress("step", "denoise", i, 50, 0.02))
         progress.display.progress.refresh()
     assert re.search(r"ETA \d", buf.getvalue())
 
@@ -75,8 +76,8 @@ def test_terminal_bars_show_an_eta_for_denoise():
 def test_terminal_bars_are_cleared_before_an_error_line():
     buf = io.StringIO()
     with pytest.raises(RuntimeError), StageProgress(Console(file=buf, force_terminal=True, width=120)) as progress:
-        progress("decode", 1, 1)
-        progress("denoise", 0, 50)
+        progress(Progress("end", "decode", 1, 1))
+        progress(Progress("start", "denoise", 0, 50))
         raise RuntimeError("decoding failed")
     after_last_erase = buf.getvalue().rsplit("\x1b[2K", 1)[-1]
     assert "decode" not in after_last_erase and "denoise" not in after_last_erase

@@ -20,7 +20,7 @@ from foleyscope.doctor import checks
 from foleyscope.doctor.api import DiagnoseContext, diagnose
 from foleyscope.doctor.report import Report
 from foleyscope.stages import Stage
-from foleyscope.trace import note, stage, step
+from foleyscope.trace import StageFlops, emit, stage, step
 
 
 def _spin(seconds: float) -> None:
@@ -229,7 +229,7 @@ def _floor_case(tiny: bool) -> None:
             k += 1
     n_eff = 4 if tiny else n
     m = 4 if tiny else n
-    note("flops", stage="denoise", flops=2.0 * m * n * n_eff * k)
+    emit(StageFlops("denoise", 2.0 * m * n * n_eff * k))
 
 
 def test_low_compute_efficiency_is_found_and_quiet_when_efficient() -> None:
@@ -260,7 +260,7 @@ def test_utilisation_table_rules_on_given_gpu_readings() -> None:
     from foleyscope.doctor.checks.utilisation import check_utilisation, reading
     from foleyscope.doctor.resources import Sample
     from foleyscope.doctor.run import RunData, StageStats
-    from foleyscope.trace import Event
+    from foleyscope.trace import Event, ModeReport
     from foleyscope.trace.hooks import ModuleLog
 
     def st(name: str, gpu: float, busy: float, seconds: float = 2.0) -> StageStats:
@@ -270,7 +270,8 @@ def test_utilisation_table_rules_on_given_gpu_readings() -> None:
 
     stages = {s.name: s for s in (st("decode", 10, 1.0), st("fetch", 5, 0.05),
                                   st("denoise", 0, 0.9), st("vae_decode", 95, 0.2))}
-    run = RunData(8.0, 4.2, stages, [], [], [Event("inference_mode", 0.0, None, {"device": "cuda:0"})], [],
+    mode = ModeReport("cuda:0", "bf16")
+    run = RunData(8.0, 4.2, stages, [], [], [Event("inference_mode", 0.0, None, fact=mode)], [],
                   ModuleLog(), {"logical_cores": 8}, probe=False)
     found = {f.evidence["stage"]: f.id for f in check_utilisation(run)}
     assert found == {"decode": "decode_bound", "fetch": "stall", "denoise": "gpu_idle_in_model_stage"}

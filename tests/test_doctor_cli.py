@@ -127,3 +127,21 @@ def test_top_zero_prints_the_count_and_no_findings_table():
     report.print_terminal(Console(file=buf, width=120), top=0)
     n, text = len(report.findings), buf.getvalue()
     assert "Findings" not in text and f"{n} finding{'s' if n > 1 else ''} (listed with --top N" in text
+
+
+def test_attention_math_is_found_and_try_fixes_reruns_in_the_findings_mode(make_clip, tmp_path):
+    clip = make_clip(width=160, height=90, seconds=1.0, fps=25)
+    r = tmp_path / "r.json"
+    assert main(["doctor", str(clip), "--prompt", "x", "--steps", "2", "--dtype", "auto", "--attention", "math",
+                 "--try-fixes", "--json", str(r)]) == 0
+    report = json.loads(r.read_text())
+    found = {f["id"]: f for f in report["findings"]}
+    sdpa = found["sdpa_math_fallback"]
+    assert sdpa["fix_mode"] == {"attention": "auto"} and sdpa["evidence"]["attention"] == "math"
+    tried = sdpa["extra"]["try_fix"]
+    assert "attention auto" in tried["change"] and tried["fixed_s"] > 0 and tried["baseline_s"] > 0
+    assert sdpa["measured_saving_s"] == pytest.approx(tried["baseline_s"] - tried["fixed_s"], abs=1e-9)
+    # a fix that is not a mode or an input change is said so, not re-run
+    for f in report["findings"]:
+        if not f["fix_mode"] and not f["fix_prep"]:
+            assert f["measured_saving_s"] is None and "not re-run" in f["extra"]["try_fix"]

@@ -74,6 +74,7 @@ def test_uhd_hevc_mkv_is_found_and_prep_fixes_it_with_an_honest_estimate(uhd_hev
     argv = shlex.split(f.fix)  # the path has a space: it must be quoted
     assert argv[2] == str(uhd_hevc)
     assert argv[5:] == ["--height", "720", "--fps", "25"]
+    assert f.fix_prep == {"height": 720, "fps": 25.0}, "the same prep, structured for --try-fixes"
 
     out = run_fix(f.fix)
     fixed = probe(out)
@@ -150,7 +151,8 @@ def test_rotation_metadata_is_fixed_by_prep(tmp_path: Path):
     assert (info.width, info.height, info.rotation) == (180, 320, 90)  # stored turned, shown upright
     [f] = check_input(info, str(clip), {})
     assert [r["rule"] for r in f.evidence["reasons"]] == ["rotation"]
-    assert f.severity == "warning" and shlex.split(f.fix)[5:] == []
-    out = probe(run_fix(f.fix))
+    assert f.severity == "warning" and shlex.split(f.fix)[5:] == [] and f.fix_prep == {}
+    fixed = run_fix(f.fix)
+    out = probe(fixed)
     assert (out.width, out.height, out.rotation) == (320, 180, 0)
-    assert check_input(out, f.extra["argv"][4], {}) == []
+    assert check_input(out, str(fixed), {}) == []

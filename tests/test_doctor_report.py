@@ -18,7 +18,7 @@ from foleyscope.doctor.api import diagnose
 from foleyscope.doctor.render import round_to_total
 from foleyscope.doctor.report import Report
 from foleyscope.stages import Stage
-from foleyscope.trace import note, stage, step
+from foleyscope.trace import ModelLoad, emit, stage, step
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "doctor.md"
 
@@ -38,7 +38,7 @@ def _work() -> str:
     time.sleep(0.03)  # untraced
     with stage("stuck"):
         time.sleep(0.6)  # a stall, so there is a finding to render
-    note("model_load", component="denoiser", seconds=0.0)
+    emit(ModelLoad("denoiser", 0.0))
     return "done"
 
 

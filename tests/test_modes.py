@@ -1,25 +1,95 @@
-"""Speed switches: --compile wires torch.compile onto the denoiser step and tells the doctor so."""
+"""Modes: one frozen Mode, each switch a small function; the engine reports its mode on every call."""
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import fields
+
 import numpy as np
+import pytest
+import torch
 
-import foleyscope.engine.modes as accel
+import foleyscope.engine.modes as modes
+from foleyscope.engine.modes import Mode, add_mode_args, mode_from_args
 from foleyscope.engine.pipeline import FoleyPipeline
-from foleyscope.trace import Tracer
+from foleyscope.errors import FoleyscopeError
+from foleyscope.trace import ModeReport, Tracer, current_stage
 
 
-def test_compile_switch_keeps_the_output_and_reports_itself(make_clip, monkeypatch):
-    clip = make_clip(width=160, height=90, seconds=1.0, fps=25)
-    plain = FoleyPipeline.load("tiny", device="cpu", dtype="fp32")
-    expected = plain(clip, "rain", steps=2, seed=0).audio
+@pytest.fixture(scope="module")
+def clip(make_clip):
+    return make_clip(width=160, height=90, seconds=1.0, fps=25)
+
+
+@pytest.fixture(scope="module")
+def reference(clip) -> np.ndarray:
+    return FoleyPipeline.load("tiny", device="cpu", mode=Mode("fp32"))(clip, "rain", steps=2, seed=0).audio
+
+
+def _reported(tracer: Tracer) -> ModeReport:
+    reports = tracer.facts(ModeReport)
+    assert reports, "the pipeline reports its mode on every call"
+    return reports[-1]
+
+
+def test_compile_switch_keeps_the_output_and_reports_itself(clip, reference, monkeypatch):
     # inductor takes tens of seconds to build on a CPU; the "eager" backend exercises the same wiring
-    real = accel.compile_denoiser
-    monkeypatch.setattr(accel, "compile_denoiser", lambda den, **kw: real(den, backend="eager"))
+    real = modes.compile_denoiser
+    monkeypatch.setattr(modes, "compile_denoiser", lambda den, **kw: real(den, backend="eager"))
+    fast = FoleyPipeline.load("tiny", device="cpu", mode=Mode("fp32", compile=True))
     with Tracer() as tracer:
-        fast = FoleyPipeline.load("tiny", device="cpu", dtype="fp32", compile=True)
         got = fast(clip, "rain", steps=2, seed=0).audio
     assert hasattr(fast.components.denoiser.forward, "_torchdynamo_orig_callable"), "not compiled"
-    modes = [e.fields for e in tracer.events if e.kind == "inference_mode"]
-    assert modes and modes[-1]["compile"] is True
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert _reported(tracer).compile is True
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+
+
+def test_attention_backend_is_pinned_reported_and_keeps_the_output(clip, reference, monkeypatch):
+    seen: list[object] = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        if current_stage() == "denoise":  # the switch pins the denoiser's attention only
+            seen.append(torch._C._get_math_sdp_enabled() and not torch._C._get_flash_sdp_enabled())
+        return real_sdpa(*args, **kwargs)
+
+    math = FoleyPipeline.load("tiny", device="cpu", mode=Mode("fp32", attention="math"))
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with Tracer() as tracer:
+        got = math(clip, "rain", steps=2, seed=0).audio
+    monkeypatch.undo()
+    assert seen and all(seen), "the denoiser's attention ran with only the math backend enabled"
+    assert _reported(tracer).attention == "math"
+    np.testing.assert_allclose(got, reference, atol=1e-4)
+
+
+def test_a_pipeline_loaded_before_the_tracer_still_reports_its_mode(clip):
+    pipe = FoleyPipeline.load("tiny", device="cpu", mode=Mode("fp32"))
+    with Tracer() as tracer:
+        pipe(clip, "rain", steps=1, seed=0)
+    report = _reported(tracer)
+    assert (report.device, report.dtype, report.attention, report.compile) == ("cpu", "fp32", "auto", False)
+    assert "denoise" in report.dtype_stages and "vae_decode" not in report.dtype_stages
+
+
+def test_cuda_only_attention_is_refused_on_cpu_in_one_line():
+    with pytest.raises(FoleyscopeError, match="--attention efficient: .* CUDA-only"):
+        FoleyPipeline.load("tiny", device="cpu", mode=Mode("fp32", attention="efficient"))
+
+
+def test_auto_dtype_resolves_to_what_the_measurement_finds_fastest():
+    from foleyscope import hardware
+
+    pipe = FoleyPipeline.load("tiny", device="cpu")
+    expected = "bf16" if hardware.speedup("cpu", "bf16") > 1.2 else "fp32"
+    assert pipe.mode.dtype == expected and pipe.dtype == getattr(torch, {"bf16": "bfloat16"}.get(expected, "float32"))
+
+
+def test_every_mode_field_has_a_cli_flag_and_round_trips():
+    parser = argparse.ArgumentParser()
+    add_mode_args(parser)
+    args = parser.parse_args(["--dtype", "bf16", "--attention", "flash", "--compile"])
+    assert mode_from_args(args) == Mode("bf16", "flash", True)
+    assert mode_from_args(parser.parse_args([])) == Mode()
+    assert {f.name for f in fields(Mode)} == set(vars(parser.parse_args([])))
+    assert Mode("bf16", "flash", True).describe() == "bf16, attention flash, compiled"

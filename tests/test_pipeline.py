@@ -12,12 +12,13 @@ import soundfile as sf
 import torch
 
 from foleyscope.cli import main
+from foleyscope.engine.modes import Mode
 from foleyscope.engine.pipeline import FoleyPipeline
 
 
 @pytest.fixture(scope="module")
 def pipe() -> FoleyPipeline:
-    return FoleyPipeline.load("tiny", device="cpu", dtype="fp32", seed=0)
+    return FoleyPipeline.load("tiny", device="cpu", mode=Mode("fp32"), seed=0)
 
 
 def test_audio_is_48k_and_exactly_as_long_as_the_video(pipe, make_clip):
@@ -50,7 +51,7 @@ def loop_video(src: Path, dst: Path, times: int) -> Path:
 def short_windows(pipe) -> FoleyPipeline:
     """The same networks with 3 s windows overlapping by 1 s: a 7 s clip has the seams of a 40 s one."""
     return FoleyPipeline(pipe.components, dataclasses.replace(pipe.preset, window_s=3.0, overlap_s=1.0),
-                         pipe.device, pipe.dtype)
+                         pipe.device, pipe.mode)
 
 
 def _rms_db(audio: np.ndarray, n: int) -> np.ndarray:
@@ -89,10 +90,11 @@ def test_windows_in_chunks_give_the_same_track_as_one_batch(short_windows, make_
     clip = make_clip(width=96, height=64, seconds=7.0, fps=25)
     together = short_windows(clip, "footsteps", steps=2, seed=3).audio
     one_at_a_time = FoleyPipeline(short_windows.components, dataclasses.replace(short_windows.preset, window_batch=1),
-                                  short_windows.device, short_windows.dtype)
+                                  short_windows.device, short_windows.mode)
     steps_seen = []
     apart = one_at_a_time(clip, "footsteps", steps=2, seed=3,
-                          progress=lambda s, i, n: steps_seen.append((i, n)) if s == "denoise" else None).audio
+                          progress=lambda e: steps_seen.append((e.done, e.total)) if e.kind == "step" and
+                          e.stage == "denoise" else None).audio
     np.testing.assert_allclose(apart, together, atol=1e-4)
     assert steps_seen[-1] == (2, 2), "progress counts denoising steps, each covering every chunk"
 

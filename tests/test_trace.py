@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from foleyscope.trace import tracer as trace
 from foleyscope.doctor.resources import ResourceSampler
 from foleyscope.stages import Stage
-from foleyscope.trace import Tracer, note, stage, step
+from foleyscope.trace import ModelLoad, StageFlops, Tracer, emit, stage, step
+from foleyscope.trace import tracer as trace
 
 
 def _spin(seconds: float) -> None:
@@ -31,7 +31,7 @@ def test_inactive_calls_record_nothing_and_return_values() -> None:
         return x + 1
 
     with stage(Stage.DECODE), step(0, 1):
-        note("ignored", value=1)
+        emit(ModelLoad("ignored", 1.0))
     assert f(1) == 2
 
 
@@ -47,7 +47,7 @@ def test_nested_stages_steps_notes_and_decorator() -> None:
                 with step(i, 3):
                     time.sleep(0.02)
             assert inner() == "ok"
-            note("flops", stage="denoise", flops=123)
+            emit(StageFlops("denoise", 123))
         with pytest.raises(ValueError), stage("fails"):
             raise ValueError("boom")
     names = [s.name for s in tr.stages]
@@ -152,17 +152,29 @@ def test_weight_reads_are_timed_and_unpatched_after(tmp_path) -> None:
     assert torch.load is original and load_file(str(path))["w"].shape == (256, 256)
 
 
-def test_worker_threads_are_traced_under_the_stage_that_started_them() -> None:
-    def work() -> None:
-        with stage("worker"):
-            time.sleep(0.05)
+def _in_a_thread(fn) -> None:
+    t = threading.Thread(target=fn)
+    t.start()
+    t.join()
 
-    with Tracer() as tr, stage("main"):
-        t = threading.Thread(target=work)
-        t.start()
-        t.join()
+
+def _worker() -> None:
+    with stage("worker"):
+        time.sleep(0.05)
+
+
+def test_worker_threads_are_traced_under_the_stage_that_started_them_when_asked() -> None:
+    with Tracer(capture_threads=True) as tr, stage("main"):
+        _in_a_thread(_worker)
     main, worker = tr.stages
     assert worker.thread == 1 and worker.parent == "main" and worker.seconds >= 0.05
+
+
+def test_other_threads_are_not_captured_by_default() -> None:
+    """A server running two jobs on two threads: one job's tracer must not record the other's stages."""
+    with Tracer() as tr, stage("main"):
+        _in_a_thread(_worker)
+    assert [s.name for s in tr.stages] == ["main"]
 
 
 def test_sampler_tags_samples_with_the_running_stage() -> None:
@@ -180,7 +192,7 @@ def test_sampler_tags_samples_with_the_running_stage() -> None:
         n_a = len(sampler.samples)
         with stage("b"):
             until_samples(n_a + 6, _spin)
-        sampler.stop()
+            sampler.stop()
         elapsed = time.perf_counter() - start
     tags = [s.stage for s in sampler.samples]
     assert len(tags) <= 20 * elapsed + 2, "never faster than the asked rate"

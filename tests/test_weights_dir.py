@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from foleyscope.cli import main
+from foleyscope.engine.modes import Mode
 from foleyscope.engine.pipeline import FoleyPipeline
 from foleyscope.engine.presets import PRESETS, random_components
 from foleyscope.errors import FoleyscopeError
@@ -60,13 +61,13 @@ def weights_dir(tmp_path_factory) -> Path:
 
 def test_official_layout_loads_and_matches_the_in_memory_model(weights_dir, make_clip):
     clip = make_clip(width=160, height=90, seconds=1.0, fps=25)
-    loaded = FoleyPipeline.load("tiny", weights=weights_dir, device="cpu", dtype="fp32")
+    loaded = FoleyPipeline.load("tiny", weights=weights_dir, device="cpu", mode=Mode("fp32"))
     report = loaded.components.denoiser.load_report
     assert report.ignored == ["repa_proj.0.weight"] and not report.missing
     assert loaded.components.vae.load_report.ignored, "the VAE encoder keys are listed as ignored"
     comps = random_components(PRESETS["tiny"], torch.device("cpu"), torch.float32, 0)
     comps.denoiser.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in comps.denoiser.state_dict().items()})
-    fresh = FoleyPipeline(comps, PRESETS["tiny"], torch.device("cpu"), torch.float32)
+    fresh = FoleyPipeline(comps, PRESETS["tiny"], torch.device("cpu"), Mode("fp32"))
     a = loaded(clip, "a door slams", steps=3, seed=5).audio
     b = fresh(clip, "a door slams", steps=3, seed=5).audio
     np.testing.assert_allclose(a, b, atol=1e-5)
@@ -91,7 +92,7 @@ def test_a_wrong_checkpoint_is_reported_by_key_name(weights_dir, tmp_path, capsy
     state["triple_blocks.9.bogus"] = torch.zeros(1)
     torch.save(state, bad / "foleyscope_tiny.pth")
     with pytest.raises(FoleyscopeError) as err:
-        FoleyPipeline.load("tiny", weights=bad, device="cpu", dtype="fp32")
+        FoleyPipeline.load("tiny", weights=bad, device="cpu", mode=Mode("fp32"))
     assert "final_layer.linear.weight" in str(err.value) and "triple_blocks.9.bogus" in str(err.value)
     assert json.dumps(str(err.value)).count("\\n") == 0, "one line"
 

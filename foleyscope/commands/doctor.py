@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from foleyscope.commands.generate import add_engine_args, check_engine_args
+from foleyscope.commands.generate import add_engine_args, check_engine_args, job_settings
+from foleyscope.engine.modes import Mode, mode_from_args
 from foleyscope.errors import FoleyscopeError
 from foleyscope.media.atomic import check_output_path
 from foleyscope.progress import is_quiet, notice, stdout_console
@@ -90,88 +93,74 @@ def _list_checks() -> int:
     return 0
 
 
-def _job(args: argparse.Namespace, preset: str, video: Path, dtype: str, out_dir: Path, console: Any,
-         compile: bool | None = None):
-    """One complete run as a user would do it: load, generate, write the audio."""
-    from foleyscope.engine.pipeline import DEFAULT_NEGATIVE_PROMPT, FoleyPipeline
-    from foleyscope.media.audio import write_audio
+def _job(args: argparse.Namespace, preset: str, mode: Mode, video: Path, out_dir: Path,
+         console: Any) -> Callable[[], Any]:
+    """One complete run as a user would do it: load the pipeline, then run_job (as generate does)."""
+    from foleyscope.engine.jobs import Job, run_job
+    from foleyscope.engine.pipeline import FoleyPipeline
     from foleyscope.progress import StageProgress
-    from foleyscope.stages import Stage
-    from foleyscope.trace import stage
+    from foleyscope.trace import listening
 
-    def job() -> float:
-        with StageProgress(console) as progress:
-            pipe = FoleyPipeline.load(preset, args.weights, args.device, dtype, seed=0,
-                                      compile=args.compile if compile is None else compile)
-            negative = DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt
-            result = pipe(video, args.prompt, negative_prompt=negative,
-                          steps=args.steps, cfg=args.cfg, solver=args.solver, seed=args.seed or 0,
-                          progress=progress)
-            with stage(Stage.POSTPROCESS):
-                write_audio(out_dir / "doctor.wav", result.audio, result.sample_rate)
-        return result.duration_s
+    settings = {**job_settings(args), "seed": 0 if args.seed is None else args.seed}  # re-runs: the same noise
+    job = Job(video, args.prompt, args.negative_prompt, out=out_dir / "doctor.wav", **settings)
 
-    return job
+    def run() -> Any:
+        with StageProgress(console) as progress, listening(progress):
+            pipe = FoleyPipeline.load(preset, args.weights, args.device, mode)
+            return run_job(pipe, job)
+
+    return run
 
 
 def _diagnosed_run(args, preset: str, video: Path, ctx, console):
     from foleyscope.doctor.api import diagnose
 
     with tempfile.TemporaryDirectory(prefix="foleyscope-doctor-") as tmp:
-        return diagnose(_job(args, preset, video, args.dtype, Path(tmp), console), context=ctx,
+        return diagnose(_job(args, preset, mode_from_args(args), video, Path(tmp), console), context=ctx,
                         sample_hz=args.sample_hz)
 
 
-def _fix_variant(finding, args) -> tuple[str, dict[str, Any]] | None:
-    """What to change for a re-run that applies `finding`'s fix, or None if it cannot be re-run here."""
-    if finding.id == "fp32_where_bf16_fast":
-        return "run with --dtype bf16", {"dtype": "bf16"}
-    if finding.id == "half_precision_slow":
-        return "run with --dtype fp32", {"dtype": "fp32"}
-    if finding.id == "compile_off":
-        return "run with --compile (the first video pays the compile time)", {"compile": True}
-    if finding.id in ("input_needs_normalising", "input_long_clip") and "argv" in finding.extra:
-        return "run on the prep'd input", {"prep_argv": finding.extra["argv"]}
-    return None
-
-
 def _try_fixes(report, args, preset: str, console) -> None:
-    """Re-run the same job once per applicable fix; measured saving = baseline total - fixed total.
+    """Re-run the same job once per fix that is a mode (`finding.fix_mode`) or an input change
+    (`finding.fix_prep`); measured saving = baseline total - fixed total.
 
     The baseline is a re-run of the unchanged job, not the diagnosed run: re-runs in this process find
-    caches warm (the dtype probe, imports, the OS file cache), and comparing a warm fixed run with the
-    cold first run would credit the fix with that warm-up."""
+    caches warm (the dtype measurement, imports, the OS file cache), and comparing a warm fixed run with
+    the cold first run would credit the fix with that warm-up."""
     import time
 
+    from foleyscope.engine.device import resolve_device
+    from foleyscope.engine.modes import resolve
+    from foleyscope.media.prep import prep
     from foleyscope.trace import Tracer
 
-    if not any(_fix_variant(f, args) for f in report.findings):
+    mode = resolve(mode_from_args(args), resolve_device(args.device))  # measured already: cached
+    fixes = [_fixed_mode(f, mode) for f in report.findings]
+    if not any(m is not None or f.fix_prep for f, m in zip(report.findings, fixes, strict=True)):
         return
     notice("--try-fixes: re-running the unchanged job for a warm baseline")
     with tempfile.TemporaryDirectory(prefix="foleyscope-fix-") as tmp, Tracer() as tracer:
-        _job(args, preset, args.video, args.dtype, Path(tmp), console)()
+        _job(args, preset, mode, args.video, Path(tmp), console)()
     baseline = tracer.total_s
-    for finding in report.findings:
-        variant = _fix_variant(finding, args)
-        if variant is None:
-            finding.extra["try_fix"] = "not re-run: this fix changes code or deployment, not a flag"
+    for finding, fixed in zip(report.findings, fixes, strict=True):
+        if fixed is None and not finding.fix_prep:
+            finding.extra["try_fix"] = "not re-run: this fix changes code or deployment, not a mode or the input"
             continue
-        what, change = variant
+        what = f"run in mode {fixed.describe()}" if fixed is not None else "run on the prep'd input"
         notice(f"--try-fixes: {finding.id}: {what}")
         with tempfile.TemporaryDirectory(prefix="foleyscope-fix-") as tmp:
             video, prep_s = args.video, None
-            if "prep_argv" in change:
+            if finding.fix_prep:
                 start = time.perf_counter()
                 try:
-                    video = _prep_quietly(change["prep_argv"], Path(tmp) / "prepped.mp4")
+                    video = Path(tmp) / "prepped.mp4"
+                    prep(args.video, video, **finding.fix_prep)
                 except FoleyscopeError as exc:
                     finding.extra["try_fix"] = f"prep failed: {exc}"
                     continue
                 prep_s = time.perf_counter() - start
-            job = _job(args, preset, video, change.get("dtype", args.dtype), Path(tmp), console,
-                       change.get("compile"))
             with Tracer() as tracer:
-                job()
+                _job(args, preset, fixed or mode, video, Path(tmp), console)()
         base_s, fixed_s = round(baseline, 3), round(tracer.total_s, 3)
         finding.measured_saving_s = round(base_s - fixed_s, 3)  # from the printed numbers, so they add up
         finding.extra["try_fix"] = {"change": what, "baseline_s": base_s, "fixed_s": fixed_s,
@@ -179,15 +168,9 @@ def _try_fixes(report, args, preset: str, console) -> None:
                                     "prep_s": None if prep_s is None else round(prep_s, 3)}
 
 
-def _prep_quietly(argv: list[str], out: Path) -> Path:
-    """Run the finding's `foleyscope prep ...` command into a temp file, printing nothing (the temp path
-    means nothing to the user, and stdout is the report's)."""
-    from foleyscope.commands.prep import register
-    from foleyscope.media.prep import prep
-
-    parser = argparse.ArgumentParser(prog="foleyscope")
-    p = register(parser.add_subparsers(dest="command"))
-    args = p.parse_args(list(argv[2:]))
-    prep(args.video, out, height=args.height, fps=args.fps, max_seconds=args.max_seconds, crf=args.crf,
-         preset=args.preset)
-    return out
+def _fixed_mode(finding: Any, mode: Mode) -> Mode | None:
+    """The run's mode with the finding's override, or None if it has none or it changes nothing."""
+    if not finding.fix_mode:
+        return None
+    fixed = replace(mode, **finding.fix_mode)
+    return None if fixed == mode else fixed

@@ -11,7 +11,10 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from foleyscope.engine.jobs import Job
+from foleyscope.engine.modes import add_mode_args, mode_from_args
 from foleyscope.errors import FoleyscopeError
 from foleyscope.media.atomic import check_output_path
 from foleyscope.progress import notice
@@ -19,15 +22,6 @@ from foleyscope.progress import notice
 AUDIO_OUTPUTS = {".wav", ".flac"}  # what -o takes (lossless: the track is the product)
 MAX_STEPS = 1000  # the default is 50; far more runs for hours and changes nothing audible
 MAX_SEED = 2**63 - 1  # the noise generator takes a signed 64-bit seed
-
-
-@dataclass
-class Job:
-    video: Path
-    prompt: str
-    negative_prompt: str | None
-    out: Path
-    mux: Path | None
 
 
 @dataclass
@@ -57,10 +51,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", choices=("euler", "heun"), default="euler")
     p.add_argument("--seed", type=int, default=None, help="seed for the initial noise, 0 to 2**63-1")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="model dtype (auto: bf16 on CUDA; on CPU whichever a quick probe measures faster)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the denoiser (the first video pays tens of seconds; for batches/GPUs)")
+    add_mode_args(p)  # --dtype, --attention, --compile: one flag per field of engine.modes.Mode
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -98,6 +89,11 @@ def check_engine_args(args: argparse.Namespace) -> str:
     return preset
 
 
+def job_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The per-video engine options of a Job, from the parsed arguments."""
+    return {"steps": args.steps, "cfg": args.cfg, "solver": args.solver, "seed": args.seed}
+
+
 def _jobs(args: argparse.Namespace) -> Plan:
     if args.batch is None:
         return Plan(_single_job(args))
@@ -113,7 +109,7 @@ def _jobs(args: argparse.Namespace) -> Plan:
         rows = _read_csv(args.batch, args.negative_prompt)
     else:
         raise FoleyscopeError(f"--batch {args.batch}: expected a folder or a .csv file")
-    plan = _probed(rows, args.out_dir or Path("out"), args.mux)
+    plan = _probed(rows, args.out_dir or Path("out"), args.mux, job_settings(args))
     _report_refused(plan, args.batch, folder=args.batch.is_dir(), listed=len(rows))
     _checked(plan.jobs)
     return plan
@@ -127,7 +123,7 @@ def _single_job(args: argparse.Namespace) -> list[Job]:
     out = args.output or Path("out") / f"{args.video.stem}.wav"
     if out.suffix.lower() not in AUDIO_OUTPUTS:
         raise FoleyscopeError(f"-o {out}: the audio output must end in .wav or .flac")
-    job = Job(args.video, args.prompt, args.negative_prompt, out, args.mux)
+    job = Job(args.video, args.prompt, args.negative_prompt, out=out, mux=args.mux, **job_settings(args))
     _checked([job])
     from foleyscope.media.probe import probe
 
@@ -150,7 +146,8 @@ def _folder_files(folder: Path) -> list[Path]:
     return files
 
 
-def _probed(rows: list[tuple[Path, str, str | None]], out_dir: Path, mux_dir: Path | None) -> Plan:
+def _probed(rows: list[tuple[Path, str, str | None]], out_dir: Path, mux_dir: Path | None,
+            settings: dict[str, Any]) -> Plan:
     """Probe every listed video (and its mux target) now, so a bad one costs no model load."""
     from foleyscope.media.probe import probe
 
@@ -166,7 +163,7 @@ def _probed(rows: list[tuple[Path, str, str | None]], out_dir: Path, mux_dir: Pa
         except FoleyscopeError as exc:
             plan.refused.append(f"{video} -> {exc}")
             continue
-        plan.jobs.append(Job(video, prompt, negative, out_dir / f"{video.stem}.wav", mux))
+        plan.jobs.append(Job(video, prompt, negative, out=out_dir / f"{video.stem}.wav", mux=mux, **settings))
     return plan
 
 
@@ -247,20 +244,21 @@ def _csv_rows(path: Path, reader: csv.DictReader, default_negative: str | None) 
 
 def run(args: argparse.Namespace) -> int:
     preset = check_engine_args(args)
+    mode = mode_from_args(args)
     plan = _jobs(args)
     from foleyscope.engine.pipeline import FoleyPipeline
 
     if args.weights is None:
         notice("No --weights: tiny preset with random weights, so the sound is untrained noise.")
-    pipe = FoleyPipeline.load(preset, args.weights, args.device, args.dtype, seed=0, compile=args.compile)
-    notice(f"model: {preset} on {pipe.device} ({str(pipe.dtype).removeprefix('torch.')})")
-    if pipe.device.type == "cpu" and args.dtype == "fp16":
+    pipe = FoleyPipeline.load(preset, args.weights, args.device, mode)
+    notice(f"model: {preset} on {pipe.device} ({pipe.mode.describe()})")
+    if pipe.device.type == "cpu" and pipe.mode.dtype == "fp16":
         notice("fp16 on a CPU is emulated and very slow; --dtype auto picks fp32 or bf16.")
     failed = len(plan.refused)
     for i, job in enumerate(plan.jobs):
         label = f"[{i + 1}/{len(plan.jobs)}] " if len(plan.jobs) > 1 else ""
         try:
-            _generate_one(pipe, job, args, label)
+            _generate_one(pipe, job, label)
         except FoleyscopeError as exc:
             if plan.total == 1:
                 raise
@@ -272,24 +270,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate_one(pipe, job: Job, args: argparse.Namespace, label: str) -> None:
+def _generate_one(pipe, job: Job, label: str) -> None:
     """One video through the loaded pipeline; progress is cleared before any error line is printed."""
-    from foleyscope.engine.pipeline import DEFAULT_NEGATIVE_PROMPT
-    from foleyscope.media.audio import mux, write_audio
+    from foleyscope.engine.jobs import run_job
     from foleyscope.progress import StageProgress
-    from foleyscope.stages import Stage
-    from foleyscope.trace import stage
 
     with StageProgress(label=label) as progress:
-        negative = DEFAULT_NEGATIVE_PROMPT if job.negative_prompt is None else job.negative_prompt
-        result = pipe(job.video, job.prompt, negative_prompt=negative,
-                      steps=args.steps, cfg=args.cfg, solver=args.solver, seed=args.seed, progress=progress)
-        with stage(Stage.POSTPROCESS):
-            progress(Stage.POSTPROCESS.value, 0, 1)
-            write_audio(job.out, result.audio, result.sample_rate)
-            if job.mux:
-                mux(job.video, result.audio, result.sample_rate, job.mux)
-            progress(Stage.POSTPROCESS.value, 1, 1)
+        done = run_job(pipe, job, progress)
+    result = done.result
     muxed = f" and {job.mux}" if job.mux else ""
     windows = len(result.windows)
     notice(f"{label}wrote {job.out}{muxed} ({result.duration_s:.2f} s at {result.sample_rate} Hz, "

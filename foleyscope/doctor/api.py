@@ -25,7 +25,7 @@ from foleyscope.trace import Tracer, suspended
 class DiagnoseContext:
     """What the caller knows beyond the trace. `input_info` (a media probe of `video_path`) makes step 4
     run; `service`/`service_findings` carry step 5's results; `flops` gives stage -> FLOPs for the floor
-    (the same as note("flops", stage=..., flops=...))."""
+    (the same as emitting StageFlops(stage, flops))."""
 
     video_path: str | None = None
     input_info: Any = None

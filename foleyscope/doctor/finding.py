@@ -19,6 +19,8 @@ class Finding:
     est_saving_s: float  # seconds the fix would save, estimated from the measurements
     measured_saving_s: float | None = None  # filled by --try-fixes
     extra: dict[str, Any] = field(default_factory=dict)
+    fix_mode: dict[str, Any] | None = None  # the fix is a mode: replace(mode, **fix_mode), e.g. {"dtype": "bf16"}
+    fix_prep: dict[str, Any] | None = None  # the fix is an input change: media.prep.prep(video, out, **fix_prep)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

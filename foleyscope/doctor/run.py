@@ -13,7 +13,8 @@ from typing import Any
 from foleyscope.doctor.resources import Sample
 from foleyscope.hardware import norm_device, norm_dtype
 from foleyscope.stages import Stage
-from foleyscope.trace import Event, StageRecord, StepRecord, Tracer
+from foleyscope.trace import Event, ModeReport, StageFlops, StageRecord, StepRecord, Tracer
+from foleyscope.trace.events import Fact
 from foleyscope.trace.hooks import ModuleLog
 
 OTHER = "other"  # time inside the traced call but outside every stage
@@ -179,22 +180,19 @@ class RunData:
         return cls(tracer.total_s, tracer.cpu_s_total, stages, list(tracer.stages), list(tracer.steps),
                    list(tracer.events), list(samples), tracer.modules, env, **kw)
 
-    # -- notes -------------------------------------------------------------------------------------
-    def notes(self, kind: str) -> list[Event]:
-        return [e for e in self.events if e.kind == kind]
+    # -- typed events, one reader each ------------------------------------------------------------
+    def facts(self, kind: type[Fact]) -> list[Any]:
+        return [e.fact for e in self.events if isinstance(e.fact, kind)]
 
     def mode(self) -> dict[str, Any]:
-        """The engine's note("inference_mode", ...) fields, later notes overriding earlier ones."""
-        merged: dict[str, Any] = {}
-        for e in self.notes("inference_mode"):
-            merged.update(e.fields)
-        return merged
+        """How the engine ran: its latest ModeReport (one comes with every call), as a dict."""
+        reports = self.facts(ModeReport)
+        return reports[-1].fields() if reports else {}
 
     def flops(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        for e in self.notes("flops"):
-            name = str(e.fields.get("stage") or e.stage)
-            out[name] = out.get(name, 0.0) + float(e.fields.get("flops", 0.0))
+        for f in self.facts(StageFlops):
+            out[f.stage] = out.get(f.stage, 0.0) + float(f.flops)
         ctx_flops = getattr(self.context, "flops", None) or {}
         out.update({str(k): float(v) for k, v in ctx_flops.items()})
         return out
@@ -203,10 +201,6 @@ class RunData:
     @property
     def ncores(self) -> int:
         return int(self.env.get("usable_cores") or self.env.get("logical_cores") or 1)
-
-    @property
-    def gpu_sampled(self) -> bool:
-        return any(s.gpu_util is not None for s in self.samples)
 
     def traced(self) -> list[StageStats]:
         return [s for s in self.stages.values() if not s.untraced]

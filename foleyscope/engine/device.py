@@ -1,4 +1,4 @@
-"""Pick the device and dtype, and time GPU work honestly.
+"""Pick the device and the automatic dtype, and time GPU work honestly.
 
 `auto` dtype is bf16 on CUDA. On a CPU it is decided by a short measured matmul probe, because
 bf16 is several times faster than fp32 on CPUs with AMX/AVX512-BF16 and several times slower on
@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 
 from foleyscope.errors import FoleyscopeError
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -30,18 +28,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16
-        if device.type == "cpu":
-            from foleyscope.hardware import speedup  # the doctor's probe: one measurement, cached
+def auto_dtype(device: torch.device) -> str:
+    """`--dtype auto`: bf16 on CUDA; on a CPU bf16 only where a short matmul measurement finds it
+    more than 1.2x faster than fp32 (one measurement per process, shared with the doctor)."""
+    if device.type == "cuda":
+        return "bf16"
+    if device.type == "cpu":
+        from foleyscope.hardware import speedup
 
-            return torch.bfloat16 if speedup("cpu", "bf16") > 1.2 else torch.float32
-        return torch.float32
-    if name not in DTYPES:
-        raise FoleyscopeError(f"--dtype {name}: expected auto, fp32, bf16 or fp16")
-    return DTYPES[name]
+        return "bf16" if speedup("cpu", "bf16") > 1.2 else "fp32"
+    return "fp32"
 
 
 def synchronize(device: torch.device) -> None:

@@ -28,7 +28,7 @@ from foleyscope.model.encoders import (
 )
 from foleyscope.model.foley import FOLEY_PRESETS, FoleyConfig, FoleyDenoiser, is_ignored_key
 from foleyscope.model.synchformer import SYNC_PRESETS, SyncEncoder, SynchformerConfig
-from foleyscope.trace import note
+from foleyscope.trace import ModelLoad, emit
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,7 @@ def build_components(
         start = time.perf_counter()
         module = load()
         report = getattr(module, "load_report", None)
-        note("model_load", component=component, seconds=time.perf_counter() - start,
-             summary=report.summary() if report else "")
+        emit(ModelLoad(component, time.perf_counter() - start, report.summary() if report else ""))
         return module
 
     def denoiser() -> nn.Module:
@@ -150,5 +149,5 @@ def random_components(preset: Preset, device: torch.device, dtype: torch.dtype, 
         visual_encoder=tiny_visual_encoder(seed, preset.denoiser.clip_dim).to(device, dtype),
         text_encoder=tiny_text_encoder(seed, preset.denoiser.text_dim).to(device, dtype),
     )
-    note("model_load", component=f"all ({preset.name}, random)", seconds=time.perf_counter() - start, summary="seeded")
+    emit(ModelLoad(f"all ({preset.name}, random)", time.perf_counter() - start, "seeded"))
     return comps

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from foleyscope.hardware import norm_dtype
+from foleyscope.trace.events import WeightsRead
 
 # -- host-to-device copies --------------------------------------------------------------------------
 
@@ -182,13 +183,13 @@ def _path_and_size(obj: Any) -> tuple[str | None, int | None]:
 
 
 def _timed(fn: Callable, loader: str) -> Callable:
-    from foleyscope.trace import note
+    from foleyscope.trace.tracer import emit
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
         out = fn(*args, **kwargs)
         path, size = _path_and_size(args[0] if args else kwargs.get("f", kwargs.get("filename")))
-        note("weights_read", loader=loader, path=path, bytes=size, seconds=time.perf_counter() - t)
+        emit(WeightsRead(loader, time.perf_counter() - t, path=path, bytes=size))
         return out
 
     wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
@@ -196,14 +197,13 @@ def _timed(fn: Callable, loader: str) -> Callable:
 
 
 def _timed_load_state_dict(fn: Callable) -> Callable:
-    from foleyscope.trace import note
+    from foleyscope.trace.tracer import emit
 
     def load_state_dict(self: Any, state_dict: Any, *args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
         out = fn(self, state_dict, *args, **kwargs)
         n = sum(getattr(v, "numel", lambda: 0)() for v in state_dict.values())
-        note("weights_read", loader="load_state_dict", module=type(self).__qualname__, params=n,
-             seconds=time.perf_counter() - t)
+        emit(WeightsRead("load_state_dict", time.perf_counter() - t, module=type(self).__qualname__, params=n))
         return out
 
     load_state_dict.__wrapped__ = fn  # type: ignore[attr-defined]
@@ -224,12 +224,11 @@ class _TimedSafeOpen:
         return self._handle.__enter__()
 
     def __exit__(self, *exc: Any) -> Any:
-        from foleyscope.trace import note
+        from foleyscope.trace.tracer import emit
 
         out = self._handle.__exit__(*exc)
         path, size = _path_and_size(self._args[0] if self._args else self._kwargs.get("filename"))
-        note("weights_read", loader="safetensors.safe_open", path=path, bytes=size,
-             seconds=time.perf_counter() - self._t)
+        emit(WeightsRead("safetensors.safe_open", time.perf_counter() - self._t, path=path, bytes=size))
         return out
 
     def __getattr__(self, name: str) -> Any:

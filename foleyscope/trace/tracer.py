@@ -1,10 +1,13 @@
 """Stage tracing for any pipeline: `with stage("decode"): ...`, `@stage("encode")`, `with step(i, n): ...`.
 
-Library code calls the module-level `stage()`, `step()` and `note()` unconditionally. With no active
-Tracer they cost a context-variable lookup; with one they synchronise the device at every boundary
-(CPU-side clocks of asynchronous CUDA work are wrong otherwise) and record wall time, process CPU time,
-peak memory and host-to-device copies per stage. A Tracer is found through a context variable, and,
-for threads that never saw that variable (worker pools), through the process-wide tracer it set.
+Library code calls the module-level `stage()`, `step()` and `emit()` unconditionally. With no active
+Tracer and no listener they cost two context-variable lookups; a Tracer synchronises the device at
+every boundary (CPU-side clocks of asynchronous CUDA work are wrong otherwise) and records wall time,
+process CPU time, peak memory and host-to-device copies per stage; listeners (events.listening) get a
+Progress event at every stage start and end and every step. A Tracer is found through a context
+variable; one started with capture_threads=True is also found by threads that never saw that
+variable (worker pools). That is opt-in: a server running several jobs must not record one job's
+stages into another's diagnosis.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foleyscope.trace import hooks as tracehooks
+from foleyscope.trace.events import Fact, Progress, has_listeners, publish
 from foleyscope.trace.procstat import PeakRss, cpu_seconds, cpu_wait_seconds
 
 
@@ -64,15 +68,19 @@ class StepRecord:
 
 @dataclass
 class Event:
+    """A recorded Fact: when, in which stage, and the typed event itself."""
+
     kind: str
     t_s: float
     stage: str | None
     fields: dict[str, Any] = field(default_factory=dict)
+    fact: Fact | None = None
 
 
 _UNSET: Any = object()
 _ACTIVE: contextvars.ContextVar[Tracer | None] = contextvars.ContextVar("foleyscope_tracer", default=_UNSET)
 _PROCESS: list[Tracer] = []  # tracers started with capture_threads=True, innermost last
+_STAGE: contextvars.ContextVar[str | None] = contextvars.ContextVar("foleyscope_stage", default=None)
 
 
 def active() -> Tracer | None:
@@ -94,7 +102,7 @@ class Tracer:
         h2d_target: str = "cuda",
         observe_modules: bool = True,
         watch_loads: bool = True,
-        capture_threads: bool = True,
+        capture_threads: bool = False,
     ) -> None:
         self.sync = sync
         self.count_h2d = count_h2d  # None: only when CUDA is available (on CPU there is nothing to copy)
@@ -198,8 +206,12 @@ class Tracer:
             return stack[-1].name
         return self.current_stage
 
-    def note(self, kind: str, **fields: Any) -> None:
-        self.events.append(Event(kind, self.now(), self._module_stage(), dict(fields)))
+    def record(self, fact: Fact) -> None:
+        self.events.append(Event(fact.kind, self.now(), self._module_stage(), fact.fields(), fact))
+
+    def facts(self, kind: type[Fact]) -> list[Any]:
+        """The recorded events of one type, in order."""
+        return [e.fact for e in self.events if isinstance(e.fact, kind)]
 
     # -- stage boundaries --------------------------------------------------------------------------
     def _sync_device(self) -> None:
@@ -293,24 +305,27 @@ class Tracer:
 class _StageCM:
     """`stage(name)`: a context manager, and a decorator that opens the stage on every call."""
 
-    __slots__ = ("name", "_recs")
+    __slots__ = ("name", "total", "_recs")
 
-    def __init__(self, name: str) -> None:
-        self.name = str(name)
-        self._recs: list[tuple[Tracer, StageRecord]] = []
+    def __init__(self, name: str, total: float = 0) -> None:
+        self.name, self.total = str(name), total
+        self._recs: list[tuple[Tracer | None, StageRecord | None, contextvars.Token, float]] = []
 
     def __enter__(self) -> _StageCM:
         tr = active()
-        if tr is not None:
-            self._recs.append((tr, tr._enter(self.name)))
-        else:
-            self._recs.append((None, None))  # type: ignore[arg-type]
+        rec = tr._enter(self.name) if tr is not None else None
+        self._recs.append((tr, rec, _STAGE.set(self.name), time.perf_counter()))
+        if has_listeners():
+            publish(Progress("start", self.name, 0, self.total))
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        tr, rec = self._recs.pop()
-        if tr is not None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        tr, rec, token, start = self._recs.pop()
+        _STAGE.reset(token)
+        if tr is not None and rec is not None:
             tr._exit(rec)
+        if exc_type is None and has_listeners():  # a listener may raise here (a cancelled job)
+            publish(Progress("end", self.name, self.total, self.total, time.perf_counter() - start))
 
     def __call__(self, fn: Callable) -> Callable:
         name = self.name
@@ -331,13 +346,14 @@ class _StageCM:
         return wrapper
 
 
-def stage(name: str) -> _StageCM:
-    """Mark a pipeline stage: `with stage(Stage.DECODE): ...` or `@stage("my_stage")`."""
-    return _StageCM(name)
+def stage(name: str, total: float = 0) -> _StageCM:
+    """Mark a pipeline stage: `with stage(Stage.DECODE): ...` or `@stage("my_stage")`; `total`: the
+    steps it will report, for listeners' progress bars."""
+    return _StageCM(name, total)
 
 
 class _StepCM:
-    """`step(i, n)`: times one denoising step while a tracer is active."""
+    """`step(i, n)`: times one denoising step for the active tracer and tells listeners it is done."""
 
     __slots__ = ("index", "total", "_tr", "_start")
 
@@ -350,16 +366,20 @@ class _StepCM:
         self._tr = tr = active()
         if tr is not None:
             tr._sync_device()
-            self._start = tr.now()
+        self._start = time.perf_counter()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         tr = self._tr
         if tr is not None:
             tr._sync_device()
-            rec = StepRecord(self.index, tr._module_stage(), self._start, tr.now(), self.total)
+            start = self._start - tr.t0
+            rec = StepRecord(self.index, tr._module_stage(), start, tr.now(), self.total)
             with tr._lock:
                 tr.steps.append(rec)
+        if exc_type is None and has_listeners():  # a listener may raise here (a cancelled job)
+            seconds = time.perf_counter() - self._start
+            publish(Progress("step", _STAGE.get() or "", self.index + 1, self.total or 0, seconds))
 
 
 def step(index: int, total: int | None = None) -> _StepCM:
@@ -367,11 +387,16 @@ def step(index: int, total: int | None = None) -> _StepCM:
     return _StepCM(index, total)
 
 
-def note(kind: str, **fields: Any) -> None:
-    """Record an event on the active tracer, if any: note("model_load", component="denoiser", seconds=2.1)."""
+def emit(fact: Fact) -> None:
+    """Record a typed event on the active tracer, if any: emit(ModelLoad("denoiser", 2.1))."""
     tr = active()
     if tr is not None:
-        tr.note(kind, **fields)
+        tr.record(fact)
+
+
+def current_stage() -> str | None:
+    """The innermost stage open in this context (for events raised inside it)."""
+    return _STAGE.get()
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 Environment: a GPU present but unused (CPU-only torch build, CUDA that cannot start, or just not asked
 for), parameters split across devices, memory nearly exhausted or swapping. Inherent cost: each stage's
-FLOPs (from note("flops", stage=..., flops=...)) over this device's measured matmul peak gives a floor.
+FLOPs (from StageFlops events) over this device's measured matmul peak gives a floor.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def check_input(info: MediaInfo, video_path: str, stage_seconds: dict[str, float
             },
             fix=prep_command(video_path, out_path, keep_all),
             est_saving_s=round(saving, 4),
-            extra={"argv": prep_argv(video_path, out_path, keep_all)},
+            fix_prep=prep_kwargs(keep_all),
         ))
     if long_clip:
         findings.append(_long_clip_finding(info, video_path, stage_seconds, decode_s, decode_source,
@@ -169,6 +169,18 @@ def is_deep(pix_fmt: str | None) -> bool:
 
 def prep_argv(video_path: str, out_path: str, flags: list[str]) -> list[str]:
     return ["foleyscope", "prep", str(video_path), "-o", str(out_path), *flags]
+
+
+_PREP_OPTIONS = {"--height": ("height", int), "--fps": ("fps", float), "--max-seconds": ("max_seconds", float)}
+
+
+def prep_kwargs(flags: list[str]) -> dict[str, Any]:
+    """The same prep as `flags`, as media.prep.prep keyword arguments (what --try-fixes calls)."""
+    out = {}
+    for flag, value in zip(flags[::2], flags[1::2], strict=True):
+        name, cast = _PREP_OPTIONS[flag]
+        out[name] = cast(value)
+    return out
 
 
 def prep_command(video_path: str, out_path: str, flags: list[str]) -> str:
@@ -267,7 +279,7 @@ def _long_clip_finding(info: MediaInfo, video_path: str, stage_seconds: dict[str
         },
         fix=prep_command(video_path, out_path, all_flags),
         est_saving_s=round(saving, 4),
-        extra={"argv": prep_argv(video_path, out_path, all_flags)},
+        fix_prep=prep_kwargs(all_flags),
     )
 
 

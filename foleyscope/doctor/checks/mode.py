@@ -3,7 +3,7 @@ non_blocking copies, weights reloaded within a run.
 
 Dtype advice is measured, not assumed: the matmul probe times fp32 against bf16/fp16 on the device the
 stage ran on. (On CPUs without AVX512-BF16/AMX, bf16 is several times slower than fp32.) Mode settings
-the engine reports through note("inference_mode", ...); the dtype and the device are also read from the
+the engine reports in a ModeReport with every call; the dtype and the device are also read from the
 modules each stage actually ran, so user code needs no notes for them.
 """
 
@@ -16,6 +16,7 @@ from foleyscope import hardware
 from foleyscope.doctor.finding import Finding
 from foleyscope.doctor.run import RunData
 from foleyscope.stages import Stage
+from foleyscope.trace import ModelLoad, WeightsRead
 
 CHECKS = {
     "fp32_where_bf16_fast": "Models ran in fp32 on a device where the probe measures bf16 matmuls faster",
@@ -85,7 +86,7 @@ def _dtype_findings(run: RunData) -> list[Finding]:
                 ev,
                 "Run in bf16: `--dtype bf16` (foleyscope), or model.to(torch.bfloat16) / "
                 f"torch.autocast('{dev}', dtype=torch.bfloat16); check the output drift.",
-                est,
+                est, fix_mode={"dtype": "bf16"},
             ))
         else:
             why = ("fp16 is emulated on CPUs" if dt == "fp16" and dev == "cpu" else
@@ -97,7 +98,7 @@ def _dtype_findings(run: RunData) -> list[Finding]:
                 ev,
                 "Run in fp32 on this machine: `--dtype fp32` (foleyscope), or model.float() and no "
                 f"autocast ({why}).",
-                est,
+                est, fix_mode={"dtype": "fp32"},
             ))
     return out
 
@@ -116,7 +117,7 @@ def _cuda_mode_findings(run: RunData) -> list[Finding]:
              "saving_basis": "published 1.3-1.8x for DiTs on GPUs; --try-fixes measures it"},
             "Add `--compile` (torch.compile(mode='max-autotune-no-cudagraphs') on the denoiser); the first "
             "video pays the compile time, so it pays off on batches or a server.",
-            den.seconds * (1 - 1 / COMPILE_SPEEDUP),
+            den.seconds * (1 - 1 / COMPILE_SPEEDUP), fix_mode={"compile": True},
         ))
     gpu = den.gpu_util_mean if den is not None else None
     if den is not None and mode.get("cuda_graphs") is False and gpu is not None and gpu < 85:
@@ -129,16 +130,6 @@ def _cuda_mode_findings(run: RunData) -> list[Finding]:
             "Capture the denoiser step in a CUDA graph: torch.compile(mode='reduce-overhead') with static "
             "shapes, and keep scheduler sigmas on the CPU so indexing them does not sync.",
             idle * LAUNCH_GAP_SHARE,
-        ))
-    if den is not None and str(mode.get("sdpa_backend", "")).lower() == "math":
-        out.append(Finding(
-            "sdpa_math_fallback", 3, "warning",
-            "attention runs on SDPA's math backend",
-            {"sdpa_backend": mode.get("sdpa_backend"), "denoise_s": round(den.seconds, 3),
-             "assumed_saving_share": SDPA_SAVING_SHARE},
-            "Use bf16/fp16 inputs with head_dim <= 256 and no explicit float mask so SDPA picks flash or "
-            "memory-efficient kernels; check torch.backends.cuda.flash_sdp_enabled().",
-            den.seconds * SDPA_SAVING_SHARE,
         ))
     cap = run.env.get("cuda_capability")
     tf32 = mode.get("tf32", run.env.get("tf32_matmul"))
@@ -157,6 +148,23 @@ def _cuda_mode_findings(run: RunData) -> list[Finding]:
                 secs * (1 - 1 / ratio),
             ))
     return out
+
+
+def _attention_findings(run: RunData) -> list[Finding]:
+    """The engine reports its SDPA backend (`--attention`); math is the slow reference kernel."""
+    den = run.stages.get(Stage.DENOISE)
+    backend = str(run.mode().get("attention", "")).lower()
+    if den is None or backend != "math":
+        return []
+    return [Finding(
+        "sdpa_math_fallback", 3, "warning",
+        "attention runs on SDPA's math backend",
+        {"attention": backend, "denoise_s": round(den.seconds, 3), "assumed_saving_share": SDPA_SAVING_SHARE,
+         "saving_basis": "an assumed share of the denoise time; --try-fixes measures it"},
+        "Let torch pick the fused kernel: `--attention auto` (foleyscope); elsewhere use bf16/fp16 inputs with "
+        "head_dim <= 256 and no explicit float mask so SDPA picks flash or memory-efficient kernels.",
+        den.seconds * SDPA_SAVING_SHARE, fix_mode={"attention": "auto"},
+    )]
 
 
 def _copy_findings(run: RunData) -> list[Finding]:
@@ -199,13 +207,11 @@ def _reload_findings(run: RunData) -> list[Finding]:
         repeat_s = sum(load.occurrences[1:])
         ev.update(load_stage_count=load.count, load_stage_s=[round(x, 3) for x in load.occurrences])
         ests.append((repeat_s, "the repeated load stages' measured time"))
-    comp, extra = _repeats([(str(e.fields.get("component", "model")), float(e.fields.get("seconds", 0.0)))
-                            for e in run.notes("model_load")])
+    comp, extra = _repeats([(f.component, f.seconds) for f in run.facts(ModelLoad)])
     if comp:
         ev["model_load_notes"] = comp
         ests.append((extra, "the repeated model_load notes' seconds"))
-    reads = [(str(e.fields.get("path") or f"{e.fields.get('module')}[{e.fields.get('params')}]"),
-              float(e.fields.get("seconds", 0.0))) for e in run.notes("weights_read")]
+    reads = [(f.path or f"{f.module}[{f.params}]", f.seconds) for f in run.facts(WeightsRead)]
     files, extra = _repeats(reads)
     if files:
         ev["weights_read_repeats"] = files
@@ -229,4 +235,5 @@ def _reload_findings(run: RunData) -> list[Finding]:
 
 
 def check_mode(run: RunData) -> list[Finding]:
-    return _dtype_findings(run) + _cuda_mode_findings(run) + _copy_findings(run) + _reload_findings(run)
+    return (_dtype_findings(run) + _cuda_mode_findings(run) + _attention_findings(run) + _copy_findings(run)
+            + _reload_findings(run))
