@@ -5,9 +5,9 @@ and for dtype advice. On CPUs without native bf16 (no AVX512-BF16/AMX) bf16 matm
 SLOWER than fp32, on CPUs with them several times faster: measured, never assumed. Results are cached
 per process: a measurement costs about 0.2 s per dtype on a CPU. Dtypes are named fp32/bf16/fp16.
 
-`FOLEYSCOPE_CPU_BF16_SPEEDUP=R` makes the CPU probe report bf16 at R times its measured fp32 speed: it
+`FOLEYSCOPE_CPU_BF16_SPEEDUP=R` makes the CPU measurement report bf16 at R times its measured fp32 speed: it
 simulates the other kind of CPU (R=8 for AMX, R=0.2 for none), so the suite and the dtype advice can be
-checked both ways on one machine. Only the probe's answer changes, never the arithmetic.
+checked both ways on one machine. Only the measurement's answer changes, never the arithmetic.
 """
 
 from __future__ import annotations
@@ -38,20 +38,20 @@ def norm_device(value: Any) -> str:
 
 
 @dataclass
-class Probe:
+class Measurement:
     device: str
     dtype: str
     flops_per_s: float
     n: int
-    seconds: float  # time the probe itself took
-    threads: int = 0  # torch CPU threads during a CPU probe
+    seconds: float  # time the measurement itself took
+    threads: int = 0  # torch CPU threads during a CPU measurement
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 FORCE_BF16_ENV = "FOLEYSCOPE_CPU_BF16_SPEEDUP"
-_CACHE: dict[tuple[str, str, int], Probe] = {}  # (device, dtype, CPU threads): the peak depends on all three
+_CACHE: dict[tuple[str, str, int], Measurement] = {}  # (device, dtype, CPU threads): the peak depends on all three
 
 
 def _torch_dtype(torch: Any, dtype: str) -> Any:
@@ -96,7 +96,7 @@ def _default_n(device: str, dtype: str) -> int:
 
 
 def measure(device: str = "cpu", dtypes: tuple[str, ...] = ("fp32",), *, budget_s: float = 0.08,
-            rounds: int = 3) -> dict[str, Probe]:
+            rounds: int = 3) -> dict[str, Measurement]:
     """Peak matmul FLOP/s per dtype, measured in interleaved rounds so that a burst of load from another
     process hurts every dtype alike; cached per (device, dtype)."""
     import torch
@@ -117,7 +117,7 @@ def measure(device: str = "cpu", dtypes: tuple[str, ...] = ("fp32",), *, budget_
         fp32 = best["fp32"] if "fp32" in best else measure(device, ("fp32",))["fp32"].flops_per_s
         best["bf16"] = fp32 * _forced_ratio(forced)
     for d in wanted:
-        _CACHE[(device, d, threads)] = Probe(device, d, best[d], _default_n(device, d), spent[d], threads)
+        _CACHE[(device, d, threads)] = Measurement(device, d, best[d], _default_n(device, d), spent[d], threads)
     return {norm_dtype(d): _CACHE[(device, norm_dtype(d), threads)] for d in dtypes}
 
 
@@ -139,18 +139,18 @@ def peak_flops(device: str = "cpu", dtype: str = "fp32") -> float:
 
 def speedup(device: str, fast: str, base: str = "fp32") -> float:
     """Measured matmul speed of `fast` over `base` on `device` (> 1: `fast` is faster)."""
-    probes = measure(device, (base, fast))
-    return probes[norm_dtype(fast)].flops_per_s / probes[norm_dtype(base)].flops_per_s
+    found = measure(device, (base, fast))
+    return found[norm_dtype(fast)].flops_per_s / found[norm_dtype(base)].flops_per_s
 
 
 def fastest_dtype(device: str = "cpu", candidates: tuple[str, ...] = ("fp32", "bf16")) -> str:
     """The candidate with the highest measured matmul throughput on `device` (what the engine should run)."""
-    probes = measure(device, candidates)
-    return max(probes.values(), key=lambda p: p.flops_per_s).dtype
+    found = measure(device, candidates)
+    return max(found.values(), key=lambda m: m.flops_per_s).dtype
 
 
 def cached() -> dict[str, dict[str, Any]]:
-    """Every probe measured so far in this process, for the report."""
+    """Every measurement taken so far in this process, for the report."""
     return {f"{dev}/{dt}" + (f"/{n}threads" if n else ""): p.to_dict() for (dev, dt, n), p in _CACHE.items()}
 
 

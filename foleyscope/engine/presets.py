@@ -38,12 +38,23 @@ class Preset:
     vae: DacConfig
     sync: SynchformerConfig
     clip_fps: float = 8.0  # SigLIP2 frames per second (its frame size is the encoder config's image_size)
-    latent_rate: int = 50  # latent frames per second (hop 960 at 48 kHz)
-    sample_rate: int = 48000
     window_s: float = 15.0  # the model's context; longer clips are windowed
     overlap_s: float = 2.0
     window_batch: int = 4  # windows denoised together; more is faster on a big GPU, fewer needs less memory
     visual_batch: int = 32  # SigLIP2 frames per forward
+
+    @property
+    def sample_rate(self) -> int:
+        """The audio rate (the VAE config is the one source of it)."""
+        return self.vae.sample_rate
+
+    @property
+    def latent_rate(self) -> int:
+        """Latent frames per second: the VAE's hop (960 at 48 kHz: 50 Hz, the grid windows start on)."""
+        rate = self.vae.sample_rate / self.vae.hop_length
+        if rate != int(rate):
+            raise ValueError(f"{self.name}: the VAE hop {self.vae.hop_length} does not divide {self.vae.sample_rate}")
+        return int(rate)
 
     @property
     def sync_fps(self) -> float:

@@ -65,7 +65,6 @@ class FoleyConfig:
     heads: int
     mlp_ratio: float = 4.0
     latent_channels: int = 128  # DAC-VAE latent channels
-    latent_rate: int = 50  # latent frames per second
     clip_dim: int = 768  # SigLIP2 image feature width
     sync_dim: int = 768  # Synchformer token width
     text_dim: int = 768  # CLAP last_hidden_state width
