@@ -89,7 +89,21 @@ def test_every_mode_field_has_a_cli_flag_and_round_trips():
     parser = argparse.ArgumentParser()
     add_mode_args(parser)
     args = parser.parse_args(["--dtype", "bf16", "--attention", "flash", "--compile"])
-    assert mode_from_args(args) == Mode("bf16", "flash", True)
+    assert mode_from_args(args) == Mode("bf16", attention="flash", compile=True)
     assert mode_from_args(parser.parse_args([])) == Mode()
     assert {f.name for f in fields(Mode)} == set(vars(parser.parse_args([])))
-    assert Mode("bf16", "flash", True).describe() == "bf16, attention flash, compiled"
+    assert Mode("bf16", attention="flash", compile=True).describe() == "bf16, attention flash, compiled"
+    assert Mode("bf16", encoders="dtype").describe() == "bf16, attention auto, encoders bf16"
+
+
+@pytest.mark.parametrize("encoders, expected", [("official", torch.float32), ("dtype", torch.bfloat16)])
+def test_encoder_precision_follows_the_official_pipeline_unless_asked(clip, encoders, expected):
+    pipe = FoleyPipeline.load("tiny", device="cpu", mode=Mode("bf16", encoders=encoders))
+    c = pipe.components
+    assert next(c.visual_encoder.parameters()).dtype == expected
+    assert next(c.text_encoder.parameters()).dtype == expected
+    assert next(c.denoiser.parameters()).dtype == torch.bfloat16 and next(c.vae.parameters()).dtype == torch.float32
+    with Tracer() as tracer:
+        pipe(clip, "rain", steps=1, seed=0)
+    stages = _reported(tracer).dtype_stages
+    assert ("visual_encode" in stages) is (encoders == "dtype") and "denoise" in stages

@@ -225,3 +225,19 @@ def test_generate_bad_input_is_one_line_exit_2_and_no_file(argv, message, make_c
     assert err[-1].startswith("foleyscope: error:") and message in err[-1]
     assert "Traceback" not in "\n".join(err)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()], "an output file was left behind"
+
+
+def test_without_guidance_the_prompt_row_keeps_the_padding_of_the_pair(pipe, make_clip, monkeypatch):
+    """As the official: [negative, prompt] are always encoded together, and cfg 1 feeds the padded
+    prompt row (no mask), so a prompt shorter than the negative prompt still sees its pad tokens."""
+    clip = make_clip(width=160, height=90, seconds=0.8, fps=25)
+    negative, prompt = "noisy, harsh, distorted, clipping, hum", "tick"
+    den = pipe.components.denoiser
+    seen = []
+    real = den.prepare
+    monkeypatch.setattr(den, "prepare", lambda clip, sync, text, n: seen.append(text) or real(clip, sync, text, n))
+    pipe(clip, prompt, negative_prompt=negative, steps=1, seed=0, cfg=1.0)
+    pair = pipe.components.text_encoder([negative, prompt])[0]
+    alone = pipe.components.text_encoder([prompt])[0]
+    assert alone.shape[1] < pair.shape[1], "the prompt alone is shorter: the case that differed"
+    assert seen[0].shape[0] == 1 and torch.equal(seen[0], pair[1:].to(seen[0].dtype))

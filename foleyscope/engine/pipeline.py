@@ -33,9 +33,14 @@ from foleyscope.stages import Stage
 from foleyscope.trace import ModeReport, Progress, StageFlops, emit, listening, stage
 from foleyscope.trace.events import Listener, publish
 
-# The stages whose networks run in the mode's dtype; the VAE decode stays fp32 whatever --dtype says.
 FP32 = Mode("fp32")
-DTYPE_STAGES = tuple(s.value for s in (Stage.VISUAL_ENCODE, Stage.SYNC_ENCODE, Stage.TEXT_ENCODE, Stage.DENOISE))
+
+
+def dtype_stages(mode: Mode) -> tuple[str, ...]:
+    """The stages whose networks run in the mode's dtype: the VAE decode stays fp32 whatever --dtype
+    says, and SigLIP2/CLAP too unless `--encoders dtype`."""
+    encoders = (Stage.VISUAL_ENCODE, Stage.TEXT_ENCODE) if mode.encoders == "dtype" else ()
+    return tuple(s.value for s in (*encoders, Stage.SYNC_ENCODE, Stage.DENOISE))
 
 
 @dataclass
@@ -56,8 +61,7 @@ class Conditions:
     layout: LatentLayout
     clip: torch.Tensor  # [W, N8, D] SigLIP2 features per window
     sync: torch.Tensor  # [W, Ns, D] Synchformer features per window
-    text: torch.Tensor  # [2, T, D] (negative, prompt) with guidance; [1, T, D] (prompt) without
-    guided: bool
+    text: torch.Tensor  # [2, T, D]: (negative, prompt), padded together as the official encodes them
 
     @property
     def latent_len(self) -> int:
@@ -87,7 +91,8 @@ class FoleyPipeline:
         with stage(Stage.LOAD):
             dev = resolve_device(device)
             mode = resolve(mode or Mode(), dev)  # `auto` dtype on a CPU runs a short matmul measurement
-            components = build_components(spec, weights, dev, mode.torch_dtype, seed=seed)
+            components = build_components(spec, weights, dev, mode.torch_dtype, seed=seed,
+                                          encoder_dtype=mode.encoder_dtype)
             apply(components, mode)
         return cls(components, spec, dev, mode)
 
@@ -97,7 +102,7 @@ class FoleyPipeline:
         cuda = self.device.type == "cuda"
         emit(ModeReport(str(self.device), self.mode.dtype, self.mode.attention, self.mode.compile,
                         cuda_graphs=False, tf32=torch.backends.cuda.matmul.allow_tf32 if cuda else None,
-                        dtype_stages=DTYPE_STAGES))
+                        dtype_stages=dtype_stages(self.mode)))
 
     def __call__(
         self,
@@ -113,13 +118,13 @@ class FoleyPipeline:
     ) -> FoleyResult:
         """prepare -> denoise -> decode; `progress` gets every stage and step event of this call."""
         with listening(progress):
-            cond = self.prepare(video, prompt, negative_prompt=negative_prompt, cfg=cfg)
+            cond = self.prepare(video, prompt, negative_prompt=negative_prompt)
             latents = self.denoise(cond, steps=steps, cfg=cfg, solver=solver, seed=seed)
             return self.decode(cond, latents)
 
     @torch.inference_mode()
     def prepare(self, video: str | os.PathLike[str], prompt: str, *,
-                negative_prompt: str = DEFAULT_NEGATIVE_PROMPT, cfg: float = 4.5) -> Conditions:
+                negative_prompt: str = DEFAULT_NEGATIVE_PROMPT) -> Conditions:
         """Decode the video once and run the three encoders: the step-invariant inputs of the denoiser."""
         self.report_mode()
         p, c = self.preset, self.components
@@ -132,9 +137,9 @@ class FoleyPipeline:
         with stage(Stage.VISUAL_ENCODE):
             clip_all = self._batched(c.visual_encoder, frames.arrays[0], p.visual_batch)  # [N8, D]
         with stage(Stage.TEXT_ENCODE):
-            # [2, T, D] padded together, no mask (as upstream); without guidance the negative is unused
-            prompts = [prompt] if cfg == 1.0 else [negative_prompt, prompt]
-            text = c.text_encoder(prompts)[0].to(self.dtype)
+            # [negative, prompt] padded together, no mask, whatever the guidance (as the official: with
+            # cfg 1 the prompt row still carries the padding a longer negative prompt gave it)
+            text = c.text_encoder([negative_prompt, prompt])[0].to(self.dtype)
         with stage(Stage.SYNC_ENCODE):
             sync_s = max(windows[0].length_s, p.sync.segment_frames / p.sync_fps)  # a clip under 0.64 s
             sync_frames = [_take(frames.arrays[1], w.start_s, sync_s, p.sync_fps) for w in windows]
@@ -143,14 +148,12 @@ class FoleyPipeline:
         latent_len = round(windows[0].length_s * p.latent_rate)  # length_s is on the 25 fps grid
         self._emit_encoder_flops(len(windows), len(frames.arrays[0]), sync_frames[0].shape[0], text.shape)
         return Conditions(duration, windows, LatentLayout(windows, latent_len, p.latent_rate), clip,
-                          sync.to(self.dtype), text, guided=cfg != 1.0)
+                          sync.to(self.dtype), text)
 
     @torch.inference_mode()
     def denoise(self, cond: Conditions, *, steps: int = 50, cfg: float = 4.5, solver: Solver = "euler",
                 seed: int | None = None) -> torch.Tensor:
         """Noise (seeded, one timeline for all windows) -> fp32 latents [W, C, L]."""
-        if (cfg != 1.0) != cond.guided:
-            raise ValueError("cfg must be 1.0 in both prepare() and denoise(), or neither: the text rows differ")
         p = self.preset
         gen = torch.Generator("cpu").manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8)) >> 1)
         noise = cond.layout.noise(p.denoiser.latent_channels, gen).to(self.device)
@@ -201,7 +204,7 @@ class FoleyPipeline:
         """The denoiser's step-invariant inputs for one chunk of windows ([uncond, cond] with CFG)."""
         den = self.components.denoiser
         b = clip.shape[0]
-        pos_text = text[-1:].expand(b, -1, -1)  # the prompt is the last row (the only one without CFG)
+        pos_text = text[1:].expand(b, -1, -1)  # the prompt row; the negative one is row 0
         if cfg == 1.0:
             return den.prepare(clip, sync, pos_text, latent_len)
         empty_clip, empty_sync = den.uncond_features(b, clip.shape[1], sync.shape[1])

@@ -92,12 +92,15 @@ class Components:
 
 
 def build_components(
-    preset: Preset, weights: str | os.PathLike[str] | None, device: torch.device, dtype: torch.dtype, seed: int = 0
+    preset: Preset, weights: str | os.PathLike[str] | None, device: torch.device, dtype: torch.dtype, seed: int = 0,
+    encoder_dtype: torch.dtype | None = None,
 ) -> Components:
     """Seeded random weights without `weights`; else the official files found in `weights`.
-    The VAE stays fp32 (it is cheap next to the denoiser and audible when rounded)."""
+    The VAE stays fp32 (it is cheap next to the denoiser and audible when rounded); SigLIP2 and CLAP
+    run in `encoder_dtype` (default: `dtype`)."""
+    enc = encoder_dtype or dtype
     if weights is None:
-        return random_components(preset, device, dtype, seed)
+        return random_components(preset, device, dtype, seed, encoder_dtype=enc)
     from foleyscope.engine.weights import load_module, locate_weights, read_checkpoint
 
     paths = locate_weights(weights, preset.name)
@@ -139,12 +142,13 @@ def build_components(
         denoiser=timed("denoiser", denoiser),
         vae=timed("vae", vae),
         sync_encoder=timed("synchformer", sync),
-        visual_encoder=timed("siglip2", lambda: load_visual_encoder(paths.siglip, device, dtype)),
-        text_encoder=timed("clap", lambda: load_text_encoder(paths.clap, device, dtype)),
+        visual_encoder=timed("siglip2", lambda: load_visual_encoder(paths.siglip, device, enc)),
+        text_encoder=timed("clap", lambda: load_text_encoder(paths.clap, device, enc)),
     )
 
 
-def random_components(preset: Preset, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Components:
+def random_components(preset: Preset, device: torch.device, dtype: torch.dtype, seed: int = 0,
+                      encoder_dtype: torch.dtype | None = None) -> Components:
     """Seeded random networks: the demo, the tests and the benchmarks (any preset; tiny encoders
     stand in for SigLIP2 and CLAP, whose real sizes need real weights to be worth running)."""
     start = time.perf_counter()
@@ -157,8 +161,8 @@ def random_components(preset: Preset, device: torch.device, dtype: torch.dtype, 
         denoiser=den.to(device, dtype),
         vae=vae.to(device),
         sync_encoder=sync.to(device, dtype),
-        visual_encoder=tiny_visual_encoder(seed, preset.denoiser.clip_dim).to(device, dtype),
-        text_encoder=tiny_text_encoder(seed, preset.denoiser.text_dim).to(device, dtype),
+        visual_encoder=tiny_visual_encoder(seed, preset.denoiser.clip_dim).to(device, encoder_dtype or dtype),
+        text_encoder=tiny_text_encoder(seed, preset.denoiser.text_dim).to(device, encoder_dtype or dtype),
     )
     emit(ModelLoad(f"all ({preset.name}, random)", time.perf_counter() - start, "seeded"))
     return comps
