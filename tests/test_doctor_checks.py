@@ -257,7 +257,7 @@ def test_probes_can_be_turned_off() -> None:
 def test_utilisation_table_rules_on_given_gpu_readings() -> None:
     """No GPU on the test machine, so this feeds the step 1 rules NVML-style readings directly: the
     table of five-steps.md, row by row (the CPU-only rules are exercised by the planted tests above)."""
-    from foleyscope.doctor.checks.utilisation import check_utilisation, reading
+    from foleyscope.doctor.checks.utilisation import reading
     from foleyscope.doctor.resources import Sample
     from foleyscope.doctor.run import RunData, StageStats
     from foleyscope.trace import Event, ModeReport
@@ -273,7 +273,9 @@ def test_utilisation_table_rules_on_given_gpu_readings() -> None:
     mode = ModeReport("cuda:0", "bf16")
     run = RunData(8.0, 4.2, stages, [], [], [Event("inference_mode", 0.0, None, fact=mode)], [],
                   ModuleLog(), {"logical_cores": 8}, probe=False)
-    found = {f.evidence["stage"]: f.id for f in check_utilisation(run)}
+    findings, errors = checks.run_checks(run, checks.registered(step=1))
+    assert errors == {}
+    found = {f.evidence["stage"]: f.id for f in findings}
     assert found == {"decode": "decode_bound", "fetch": "stall", "denoise": "gpu_idle_in_model_stage"}
     assert reading(run, stages["vae_decode"]) == "GPU-bound (normal)"
     assert reading(run, stages["fetch"]) == "stalled"

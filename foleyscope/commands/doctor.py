@@ -52,11 +52,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, quiet=is_quiet())
     ctx = DiagnoseContext(video_path=str(args.video), input_info=info)
     if args.server:
-        from foleyscope.doctor.checks.service import check_service
+        from foleyscope.doctor.checks.service import measure_service
 
         notice(f"auditing {args.server} ({args.parallel} parallel requests)...")
-        ctx.service, ctx.service_findings = check_service(args.server, str(args.video), args.prompt,
-                                                          n_parallel=args.parallel)
+        ctx.service = measure_service(args.server, str(args.video), args.prompt, n_parallel=args.parallel)
     report = _diagnosed_run(args, preset, args.video, ctx, console)
     if args.try_fixes:
         _try_fixes(report, args, preset, console)

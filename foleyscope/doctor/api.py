@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from foleyscope.doctor import checks, environment
-from foleyscope.doctor.finding import Finding
+from foleyscope import hardware
+from foleyscope.doctor import checks, environment, tables
 from foleyscope.doctor.report import Report
 from foleyscope.doctor.resources import ResourceSampler, Sample
 from foleyscope.doctor.run import RunData
@@ -23,15 +23,13 @@ from foleyscope.trace import Tracer, suspended
 
 @dataclass
 class DiagnoseContext:
-    """What the caller knows beyond the trace. `input_info` (a media probe of `video_path`) makes step 4
-    run; `service`/`service_findings` carry step 5's results; `flops` gives stage -> FLOPs for the floor
-    (the same as emitting StageFlops(stage, flops))."""
+    """What the caller knows beyond the trace, read by the checks from `run.context`: `input_info` (a media
+    probe of `video_path`) for step 4, `service` (checks.service.measure_service's measurements) for step 5;
+    `flops` gives stage -> FLOPs for the floor (the same as emitting StageFlops(stage, flops))."""
 
     video_path: str | None = None
     input_info: Any = None
     service: dict[str, Any] | None = None
-    service_findings: list[Finding] = field(default_factory=list)
-    extra_findings: list[Finding] = field(default_factory=list)
     flops: dict[str, float] = field(default_factory=dict)
     probe: bool = True  # allow the matmul / copy probes after the run (about 1 s on CPU, cached)
     tracer_options: dict[str, Any] = field(default_factory=dict)  # Tracer(**options)
@@ -60,35 +58,22 @@ def build_report(
     mem_after: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Report:
-    """Checks and report from a stopped tracer (for callers that drive Tracer/ResourceSampler themselves)."""
+    """Checks and report from a stopped tracer (for callers that drive Tracer/ResourceSampler themselves).
+
+    The tables come first, once, and every registered check then reads the same RunData."""
     from foleyscope import __version__
-    from foleyscope.doctor.checks.bound import floor_table
-    from foleyscope.doctor.checks.timing import stage_table
 
     ctx = context or DiagnoseContext()
     env = environment.collect(tracer.modules)
     run = RunData.from_tracer(tracer, samples, env, mem_before=mem_before or {}, mem_after=mem_after or {},
                               context=ctx, probe=ctx.probe)
-    errors: dict[str, str] = {}
     with suspended():  # the probes must not land in a tracer of an enclosing diagnosis
-        findings, errors = checks.run_checks(run)
-        try:
-            floor = floor_table(run)
-        except Exception as exc:  # noqa: BLE001 - a failed probe costs the floor, not the report
-            floor, errors["floor"] = {}, f"{type(exc).__name__}: {exc}"
-    stages = stage_table(run)
-    input_dict = _as_dict(ctx.input_info)
-    if ctx.input_info is not None:
-        module = checks.load("input")
-        if module is None or not hasattr(module, "check_input"):
-            errors["input"] = checks.IMPORT_ERRORS.get("input", "checks/input.py missing")
-        else:
-            try:
-                seconds = {name: row["seconds"] for name, row in stages.items()}
-                findings += module.check_input(ctx.input_info, ctx.video_path or "", seconds)
-            except Exception as exc:  # noqa: BLE001
-                errors["input"] = f"{type(exc).__name__}: {exc}"
-    findings += list(ctx.service_findings) + list(ctx.extra_findings)
+        run.tables, errors = tables.compute(run)
+        findings, check_errors = checks.run_checks(run)
+    errors.update(check_errors)
+    stages = run.tables.stages
+    # every probe this process ran (the checks' own included), next to the floor they set
+    floor = {**run.tables.floor, "probes": hardware.cached()} if run.tables.floor else {}
     env["memory_before"] = mem_before or {}
     env["memory_after"] = mem_after or {}
     env["modules"] = tracer.modules.to_dict()
@@ -110,7 +95,7 @@ def build_report(
         samples=[s.to_dict() for s in samples],
         environment=env,
         floor=floor,
-        input=input_dict,
+        input=_as_dict(ctx.input_info),
         service=ctx.service,
         meta=info,
         spans=[dataclasses.asdict(r) | {"seconds": r.seconds} for r in tracer.stages],

@@ -60,9 +60,6 @@ class Report:
         """Stage names that are not nested in another stage, plus 'other': their seconds sum to total_s."""
         return [n for n, row in self.stages.items() if row.get("parent") is None]
 
-    def add_findings(self, more: list[Finding]) -> None:
-        self.findings = rank(self.findings + list(more))
-
     # -- outputs -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return _jsonable({

@@ -122,10 +122,6 @@ class ResourceSampler:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    @property
-    def gpu_present(self) -> bool:
-        return getattr(self, "_nvml", None) is not None and self._nvml.handle is not None
-
     def _read_bytes(self) -> int | None:
         try:
             return int(self._proc.io_counters().read_bytes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from statistics import fmean
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foleyscope.doctor.resources import Sample
 from foleyscope.hardware import norm_device, norm_dtype
@@ -16,6 +16,9 @@ from foleyscope.stages import Stage
 from foleyscope.trace import Event, ModeReport, StageFlops, StageRecord, StepRecord, Tracer
 from foleyscope.trace.events import Fact
 from foleyscope.trace.hooks import ModuleLog
+
+if TYPE_CHECKING:
+    from foleyscope.doctor.tables import Tables
 
 OTHER = "other"  # time inside the traced call but outside every stage
 MODEL_STAGES = (Stage.VISUAL_ENCODE, Stage.SYNC_ENCODE, Stage.TEXT_ENCODE, Stage.DENOISE, Stage.VAE_DECODE)
@@ -71,11 +74,6 @@ class StageStats:
     @property
     def gpu_util_mean(self) -> float | None:
         return self._mean("gpu_util")
-
-    @property
-    def gpu_util_max(self) -> float | None:
-        vals = [s.gpu_util for s in self.samples if s.gpu_util is not None]
-        return max(vals) if vals else None
 
     @property
     def gpu_dec_util_mean(self) -> float | None:
@@ -169,9 +167,9 @@ class RunData:
     env: dict[str, Any]
     mem_before: dict[str, Any] = field(default_factory=dict)
     mem_after: dict[str, Any] = field(default_factory=dict)
-    context: Any = None  # api.DiagnoseContext
+    context: Any = None  # api.DiagnoseContext: step 4's input probe, step 5's service measurements
     probe: bool = True  # may checks run the matmul probes?
-    cache: dict[str, Any] = field(default_factory=dict)  # results shared between checks and the report
+    tables: Tables | None = None  # the report's tables, computed once before any check runs (build_report)
 
     @classmethod
     def from_tracer(cls, tracer: Tracer, samples: list[Sample], env: dict[str, Any], **kw: Any) -> RunData:

@@ -1,77 +1,39 @@
-"""The check registry: one module per step of five-steps.md, each exposing CHECKS (id -> one line).
+"""The checks: one module per step of five-steps.md, each check declared by `@check` (doctor/registry.py).
 
-Steps 0-3 read a RunData (`check_<module>(run) -> list[Finding]`). Steps 4 and 5 need other inputs
-(a media probe, a server URL) and are called by the doctor with those: checks/input.py and
-checks/service.py. A missing or broken module drops out of the registry instead of breaking the doctor.
+Importing this package imports every check module, which registers its checks; an import error is a
+bug and surfaces. At run time the checks are isolated instead: one that raises is reported in
+`report.meta["check_errors"]` and the others still run.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
-from types import ModuleType
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
+from foleyscope.doctor.checks import bound, input, mode, service, timing, utilisation  # noqa: F401 - registers
 from foleyscope.doctor.finding import Finding, rank
+from foleyscope.doctor.registry import Check, registered
+from foleyscope.doctor.run import RunData
 
-if TYPE_CHECKING:
-    from foleyscope.doctor.run import RunData
+__all__ = ["all_checks", "registered", "run_checks"]
 
-STEP_MODULES: tuple[tuple[int, str], ...] = (
-    (0, "bound"),
-    (1, "utilisation"),
-    (2, "timing"),
-    (3, "mode"),
-    (4, "input"),
-    (5, "service"),
-)
-RUN_CHECKS = ("bound", "utilisation", "timing", "mode")  # the modules that read a RunData
-
-IMPORT_ERRORS: dict[str, str] = {}
 log = logging.getLogger(__name__)
-
-
-def load(name: str) -> ModuleType | None:
-    """Import checks/<name>.py, or None if it is not there (yet) or fails to import."""
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
-            IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
-        return None
-    except Exception as exc:  # noqa: BLE001 - a sibling's half-written module must not stop the doctor
-        IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
-        log.warning("doctor check module %s failed to import: %s", name, exc)
-        return None
 
 
 def all_checks() -> dict[str, tuple[int, str]]:
     """Every check id -> (step, one line), in step order (what `doctor --list-checks` prints)."""
-    out: dict[str, tuple[int, str]] = {}
-    for step, name in STEP_MODULES:
-        module = load(name)
-        if module is None:
-            continue
-        for cid, line in getattr(module, "CHECKS", {}).items():
-            out[cid] = (step, line)
-    return out
+    return {c.id: (c.step, c.doc) for c in registered()}
 
 
-def run_checks(run: RunData) -> tuple[list[Finding], dict[str, str]]:
-    """Run steps 0-3 over a recorded run; returns (ranked findings, {module: error}) so that one
-    failing check is reported instead of losing the whole diagnosis."""
+def run_checks(run: RunData, order: Sequence[Check] | None = None) -> tuple[list[Finding], dict[str, str]]:
+    """Run every registered check (or those of `order`, in that order) on one run; returns (ranked
+    findings, {check id: error}) so that one failing check is reported instead of losing the diagnosis."""
     findings: list[Finding] = []
     errors: dict[str, str] = {}
-    for name in RUN_CHECKS:
-        module = load(name)
-        fn: Callable[[RunData], list[Finding]] | None = getattr(module, f"check_{name}", None)
-        if fn is None:
-            errors[name] = IMPORT_ERRORS.get(name, "module missing")
-            continue
+    for chk in registered() if order is None else order:
         try:
-            findings.extend(fn(run))
+            findings.extend(chk(run))
         except Exception as exc:  # noqa: BLE001
-            log.exception("doctor check %s failed", name)
-            errors[name] = f"{type(exc).__name__}: {exc}"
+            log.exception("doctor check %s failed", chk.id)
+            errors[chk.id] = f"{type(exc).__name__}: {exc}"
     return rank(findings), errors

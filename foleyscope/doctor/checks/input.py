@@ -15,24 +15,18 @@ from __future__ import annotations
 
 import math
 import shlex
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from foleyscope.doctor.decode_timing import sampled_decode
 from foleyscope.doctor.finding import Finding, Severity
-from foleyscope.media.container import open_input, video_stream
+from foleyscope.doctor.registry import Found, check
+from foleyscope.doctor.run import RunData
 from foleyscope.stages import STAGES, Stage
 
 if TYPE_CHECKING:
     from foleyscope.media.probe import MediaInfo
-
-CHECKS: dict[str, str] = {
-    "input_needs_normalising": "input above 720p / 30 fps, not H.264 8-bit MP4, very high bit rate, variable "
-    "frame rate or rotated: one `foleyscope prep` run fixes all of them (reasons listed in the evidence)",
-    "input_long_clip": "input longer than the model's 15 s window: every stage scales with length; "
-    "`foleyscope prep --max-seconds 15` if the rest is not needed",
-}
 
 # Software decode cost per pixel relative to H.264 8-bit (FFmpeg decoders, typical camera footage).
 # Rough on purpose: for the inputs that matter (4K, 60 fps) the pixel rate dominates the estimate.
@@ -62,95 +56,100 @@ ARTICLE = InputLimits()
 
 
 @dataclass(frozen=True)
-class DecodeSample:
-    """A short measured decode, extrapolated to the whole file."""
+class _Audit:
+    """What both step 4 checks read about one input: the rules it breaks and the decode they cost."""
 
-    media_s: float  # seconds of video decoded
-    frames: int
-    wall_s: float
-    est_full_s: float
+    info: MediaInfo
+    video_path: str
+    stage_seconds: dict[str, float]
+    limits: InputLimits
+    reasons: list[dict[str, Any]]
+    long_clip: bool
+    decode_s: float
+    decode_source: str
+    flags: list[str]  # the prep flags that normalise it
+    ratio: float  # decode work after prep / before
+    after: tuple[int, int, float]  # width, height, fps after prep
 
 
-def measure_decode(video_path: str, total_frames: int, *, sample_seconds: float = 1.0,
-                   max_wall_s: float = 3.0) -> DecodeSample:
-    """Decode up to `sample_seconds` of the file (never more than `max_wall_s` of wall time) and
-    extrapolate: first-frame cost (open, decoder start-up) once, then the per-frame rate."""
-    t0 = time.perf_counter()
-    container = open_input(video_path)
-    try:
-        stream = video_stream(container)
-        stream.thread_type = "AUTO"
-        first_pts = None
-        t_first = t_last = 0.0
-        frames = 0
-        media_s = 0.0
-        for frame in container.decode(stream):
-            now = time.perf_counter() - t0
-            frames += 1
-            if frames == 1:
-                t_first = now
-            t_last = now
-            if frame.time is not None:
-                first_pts = frame.time if first_pts is None else first_pts
-                media_s = frame.time - first_pts
-            if frames >= 2 and (media_s >= sample_seconds or now >= max_wall_s):
-                break
-    finally:
-        container.close()
-    if frames == 0:
-        return DecodeSample(0.0, 0, t_last, 0.0)
-    per_frame = (t_last - t_first) / (frames - 1) if frames > 1 else t_first
-    est = t_first + per_frame * max(0, total_frames - 1)
-    return DecodeSample(media_s, frames, t_last, max(est, t_last))
+def _audit(info: MediaInfo, video_path: str, stage_seconds: dict[str, float], limits: InputLimits,
+           sample_seconds: float) -> _Audit | None:
+    """None when the input is fine; `stage_seconds` may be empty: decode is then measured on a sample."""
+    reasons = _reasons(info, video_path, limits)
+    long_clip = info.duration_s is not None and info.duration_s > limits.window_s
+    if not reasons and not long_clip:
+        return None
+    decode_s, decode_source = _decode_seconds(info, video_path, stage_seconds, sample_seconds)
+    before = decode_work(info.width, info.height, _fps(info), info.video_codec, info.pix_fmt)
+    # prep always writes H.264 8-bit at the target rate, short side at most 720 (see media/prep.py)
+    after_w, after_h = target_size(info, limits)
+    after = decode_work(after_w, after_h, limits.target_fps, limits.codec, "yuv420p") if reasons else before
+    ratio = min(1.0, after / before) if before > 0 else 1.0
+    return _Audit(info, video_path, stage_seconds, limits, reasons, long_clip, decode_s, decode_source,
+                  _prep_flags(info, reasons, limits), ratio, (after_w, after_h, limits.target_fps))
+
+
+def _run_audit(run: RunData) -> _Audit | None:
+    """The audit of the diagnosed run's input (`context.input_info`), priced with its stage table."""
+    info = getattr(run.context, "input_info", None)
+    if info is None:
+        return None
+    seconds = {name: row["seconds"] for name, row in run.tables.stages.items()}
+    return _audit(info, run.context.video_path or "", seconds, ARTICLE, 1.0)
+
+
+@check("input_needs_normalising", step=4,
+       doc="input above 720p / 30 fps, not H.264 8-bit MP4, very high bit rate, variable frame rate or rotated: "
+           "one `foleyscope prep` run fixes all of them (reasons listed in the evidence)")
+def input_needs_normalising(run: RunData) -> Found | None:
+    audit = _run_audit(run)
+    return _normalising(audit) if audit is not None else None
+
+
+@check("input_long_clip", step=4,
+       doc="input longer than the model's 15 s window: every stage scales with length; "
+           "`foleyscope prep --max-seconds 15` if the rest is not needed")
+def input_long_clip(run: RunData) -> Found | None:
+    audit = _run_audit(run)
+    return _long_clip(audit) if audit is not None else None
 
 
 def check_input(info: MediaInfo, video_path: str, stage_seconds: dict[str, float], *,
                 limits: InputLimits = ARTICLE, sample_seconds: float = 1.0) -> list[Finding]:
-    """Findings for one input file. `stage_seconds` holds measured stage times keyed by Stage names
-    (may be empty: then decode is measured here on a short sample)."""
-    reasons = _reasons(info, video_path, limits)
-    long_clip = info.duration_s is not None and info.duration_s > limits.window_s
-    if not reasons and not long_clip:
+    """Both step 4 checks on one file outside a diagnosis. `stage_seconds` holds measured stage times
+    keyed by Stage names (may be empty: then decode is measured here on a short sample)."""
+    audit = _audit(info, video_path, stage_seconds, limits, sample_seconds)
+    if audit is None:
         return []
-    decode_s, decode_source = _decode_seconds(info, video_path, stage_seconds, sample_seconds)
-    flags = _prep_flags(info, reasons, limits)
-    before = decode_work(info.width, info.height, _fps(info), info.video_codec, info.pix_fmt)
-    # prep always writes H.264 8-bit at the target rate, short side at most 720 (see media/prep.py)
-    after_w, after_h = _target_size(info, limits)
-    after_fps = limits.target_fps
-    after = decode_work(after_w, after_h, after_fps, limits.codec, "yuv420p") if reasons else before
-    ratio = min(1.0, after / before) if before > 0 else 1.0
-    out_path = _prep_output(video_path)
-    probed = _probed(info)
+    return input_needs_normalising.findings(_normalising(audit)) + input_long_clip.findings(_long_clip(audit))
+
+
+def _normalising(a: _Audit) -> Found | None:
+    if not a.reasons:
+        return None
+    after_w, after_h, after_fps = a.after
     # prep trims to the window by default: the normalising command keeps the whole clip
-    keep_all = flags + (["--max-seconds", f"{math.ceil(info.duration_s)}"] if long_clip else [])
-    findings: list[Finding] = []
-    if reasons:
-        saving = decode_s * (1 - ratio)
-        findings.append(Finding(
-            id="input_needs_normalising", step=4, severity=_normalising_severity(reasons, ratio),
-            title="Input is heavier than the model needs: " + ", ".join(r["value"] for r in reasons),
-            evidence={
-                "reasons": reasons, "probed": probed, "decode_s": round(decode_s, 4),
-                "decode_source": decode_source, "decode_work_ratio_after_prep": round(ratio, 4),
-                "estimate": (
-                    "saving = decode_s x (1 - work_after / work_before); decode work = width x height x fps "
-                    f"x codec factor ({_factors_text()}) x {DEEP_PIXEL_COST} for >8-bit; after prep: "
-                    f"{after_w}x{after_h} {after_fps:g} fps {limits.codec} 8-bit. Model stages do not "
-                    "depend on input resolution or frame rate (frames are resampled to fixed sizes and "
-                    "rates)"),
-                "prep_cost": ("prep itself decodes the file once and encodes it at 720p: it pays back when the "
-                              "same clip is generated more than once (prompts, seeds, retries) or is uploaded; "
-                              "--try-fixes reports its time"),
-            },
-            fix=prep_command(video_path, out_path, keep_all),
-            est_saving_s=round(saving, 4),
-            fix_prep=prep_kwargs(keep_all),
-        ))
-    if long_clip:
-        findings.append(_long_clip_finding(info, video_path, stage_seconds, decode_s, decode_source,
-                                           ratio, flags, limits, probed))
-    return findings
+    keep_all = a.flags + (["--max-seconds", f"{math.ceil(a.info.duration_s)}"] if a.long_clip else [])
+    return Found(
+        severity=_normalising_severity(a.reasons, a.ratio),
+        title="Input is heavier than the model needs: " + ", ".join(r["value"] for r in a.reasons),
+        evidence={
+            "reasons": a.reasons, "probed": _probed(a.info), "decode_s": round(a.decode_s, 4),
+            "decode_source": a.decode_source, "decode_work_ratio_after_prep": round(a.ratio, 4),
+            "estimate": (
+                "saving = decode_s x (1 - work_after / work_before); decode work = width x height x fps "
+                f"x codec factor ({_factors_text()}) x {DEEP_PIXEL_COST} for >8-bit; after prep: "
+                f"{after_w}x{after_h} {after_fps:g} fps {a.limits.codec} 8-bit. Model stages do not "
+                "depend on input resolution or frame rate (frames are resampled to fixed sizes and "
+                "rates)"),
+            "prep_cost": ("prep itself decodes the file once and encodes it at 720p: it pays back when the "
+                          "same clip is generated more than once (prompts, seeds, retries) or is uploaded; "
+                          "--try-fixes reports its time"),
+        },
+        fix=prep_command(a.video_path, _prep_output(a.video_path), keep_all),
+        est_saving_s=round(a.decode_s * (1 - a.ratio), 4),
+        fix_prep=prep_kwargs(keep_all),
+    )
 
 
 def decode_work(width: int, height: int, fps: float, codec: str | None, pix_fmt: str | None) -> float:
@@ -167,10 +166,6 @@ def is_deep(pix_fmt: str | None) -> bool:
     return any(tag in p for tag in DEEP_TAGS)
 
 
-def prep_argv(video_path: str, out_path: str, flags: list[str]) -> list[str]:
-    return ["foleyscope", "prep", str(video_path), "-o", str(out_path), *flags]
-
-
 _PREP_OPTIONS = {"--height": ("height", int), "--fps": ("fps", float), "--max-seconds": ("max_seconds", float)}
 
 
@@ -185,12 +180,7 @@ def prep_kwargs(flags: list[str]) -> dict[str, Any]:
 
 def prep_command(video_path: str, out_path: str, flags: list[str]) -> str:
     """The exact shell command, paths quoted."""
-    return shlex.join(prep_argv(video_path, out_path, flags))
-
-
-def target_size(info: MediaInfo, limits: InputLimits = ARTICLE) -> tuple[int, int]:
-    """Coded size after `prep --height`: short display side down to limits.short_side, even, never up."""
-    return _target_size(info, limits)
+    return shlex.join(["foleyscope", "prep", str(video_path), "-o", str(out_path), *flags])
 
 
 # --- rules -------------------------------------------------------------------------------------------
@@ -243,20 +233,20 @@ def _prep_flags(info: MediaInfo, reasons: list[dict[str, Any]], limits: InputLim
     needed = {r["flag"] for r in reasons if r["flag"]}
     flags: list[str] = []
     if "--height" in needed or _display(info)[1] > limits.short_side:
-        flags += ["--height", str(_target_size(info, limits)[1])]
+        flags += ["--height", str(target_size(info, limits)[1])]
     if "--fps" in needed:
         flags += ["--fps", f"{limits.target_fps:g}"]
     return flags
 
 
-def _long_clip_finding(info: MediaInfo, video_path: str, stage_seconds: dict[str, float], decode_s: float,
-                       decode_source: str, ratio: float, flags: list[str], limits: InputLimits,
-                       probed: dict[str, Any]) -> Finding:
-    d = float(info.duration_s)
+def _long_clip(a: _Audit) -> Found | None:
+    if not a.long_clip:
+        return None
+    d, limits = float(a.info.duration_s), a.limits
     keep = limits.window_s / d
     # only the pipeline's own stages (a stage table may also hold nested, user or "other" rows)
-    others = {k: v for k, v in stage_seconds.items() if k in STAGES and k not in (Stage.LOAD, Stage.DECODE)}
-    base = sum(others.values()) + decode_s * ratio
+    others = {k: v for k, v in a.stage_seconds.items() if k in STAGES and k not in (Stage.LOAD, Stage.DECODE)}
+    base = sum(others.values()) + a.decode_s * a.ratio
     saving = base * (1 - keep)
     if others:
         how = ("all stages but load scale with length: saving = (other stages + decode after normalising) "
@@ -264,20 +254,19 @@ def _long_clip_finding(info: MediaInfo, video_path: str, stage_seconds: dict[str
     else:
         how = ("only decode was measured (the model stages were not run): saving = decode after normalising "
                f"x (1 - {limits.window_s:g} / {d:.3g}); a lower bound, the model stages scale the same way")
-    out_path = _prep_output(video_path)
-    all_flags = [*flags, "--max-seconds", f"{limits.window_s:g}"]
-    return Finding(
-        id="input_long_clip", step=4, severity="warning" if d > limits.long_s else "info",
+    all_flags = [*a.flags, "--max-seconds", f"{limits.window_s:g}"]
+    return Found(
+        severity="warning" if d > limits.long_s else "info",
         title=f"Input is {d:.1f} s, longer than the model's {limits.window_s:g} s window",
         evidence={
-            "duration_s": round(d, 3), "window_s": limits.window_s, "probed": probed,
+            "duration_s": round(d, 3), "window_s": limits.window_s, "probed": _probed(a.info),
             "scaling_stages_s": {str(k): round(v, 4) for k, v in others.items()},
-            "decode_s": round(decode_s, 4), "decode_source": decode_source,
+            "decode_s": round(a.decode_s, 4), "decode_source": a.decode_source,
             "estimate": how + " (counted after the normalising saving, so the two add up)",
             "note": "trimming drops the rest of the clip; keep it if you need sound for all of it "
                     "(the engine windows long clips)",
         },
-        fix=prep_command(video_path, out_path, all_flags),
+        fix=prep_command(a.video_path, _prep_output(a.video_path), all_flags),
         est_saving_s=round(saving, 4),
         fix_prep=prep_kwargs(all_flags),
     )
@@ -288,7 +277,7 @@ def _decode_seconds(info: MediaInfo, video_path: str, stage_seconds: dict[str, f
     if Stage.DECODE in stage_seconds:
         return float(stage_seconds[Stage.DECODE]), "measured: the pipeline's decode stage"
     total = info.frame_count or round((info.duration_s or 0) * _fps(info)) or 1
-    s = measure_decode(video_path, int(total), sample_seconds=sample_seconds)
+    s = sampled_decode(video_path, int(total), sample_seconds)
     return s.est_full_s, (f"sample decode: {s.frames} frames ({s.media_s:.2f} s of video) in "
                           f"{s.wall_s:.3f} s, extrapolated to {int(total)} frames")
 
@@ -311,8 +300,9 @@ def _display(info: MediaInfo) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _target_size(info: MediaInfo, limits: InputLimits) -> tuple[int, int]:
-    """Upright output size: prep scales the short display side down (never up), even dimensions."""
+def target_size(info: MediaInfo, limits: InputLimits = ARTICLE) -> tuple[int, int]:
+    """Upright size after `prep --height`: the short display side down to limits.short_side (never up),
+    even dimensions."""
     dw, dh = _display(info)
     scale = limits.short_side / min(dw, dh)
     if scale >= 1.0:

@@ -26,22 +26,16 @@ from typing import Any
 
 import av
 
+from foleyscope.doctor.checks.input import ARTICLE, target_size
 from foleyscope.doctor.finding import Finding, rank
 from foleyscope.doctor.http_timing import MultipartShape, RequestShape, Timing
+from foleyscope.doctor.registry import Found, check
+from foleyscope.doctor.run import RunData
 from foleyscope.errors import FoleyscopeError, MediaError
 from foleyscope.media.container import open_input, video_stream
 
-__all__ = ["CHECKS", "MultipartShape", "RequestShape", "Timing", "check_service", "clip_duration", "cut_head"]
-
-CHECKS: dict[str, str] = {
-    "service_reloads_model": "every request pays a fixed cost outside processing, warm as much as cold: "
-    "the model is loaded per request; load it once at start-up",
-    "service_serialises_requests": "N concurrent requests take about N x one request, answered one after "
-    "another: a global lock or synchronous handler; use an async server with a job queue",
-    "service_upload_dominates": "sending the video takes a large share of each request: prep it smaller "
-    "before upload, upload separately with a progress bar",
-    "service_cold_start": "the first request pays model loading once: load and warm up at start-up",
-}
+__all__ = ["MultipartShape", "RequestShape", "Timing", "check_service", "clip_duration", "cut_head",
+           "measure_service", "service_findings"]
 
 Progress = Callable[[int, int, str], None]
 BITS_PER_PIXEL_AFTER_PREP = 0.1  # x264 crf 23 on camera footage: about 0.05-0.15 bits per pixel per frame
@@ -50,8 +44,24 @@ BITS_PER_PIXEL_AFTER_PREP = 0.1  # x264 crf 23 on camera footage: about 0.05-0.1
 def check_service(url: str, video_path: str, prompt: str, *, n_parallel: int = 4, timeout_s: float = 120.0,
                   warm_requests: int = 2, shape: RequestShape | None = None,
                   progress: Progress | None = None) -> tuple[dict, list[Finding]]:
+    """measure_service, then the step 5 checks on its measurements: (measurements, ranked findings)."""
+    m = measure_service(url, video_path, prompt, n_parallel=n_parallel, timeout_s=timeout_s,
+                        warm_requests=warm_requests, shape=shape, progress=progress)
+    return m, service_findings(m)
+
+
+def service_findings(m: dict[str, Any]) -> list[Finding]:
+    """What the registered step 5 checks find in measure_service's measurements, ranked."""
+    return rank(service_reloads_model.findings(_reload(m)) + service_serialises_requests.findings(_serialised(m))
+                + service_upload_dominates.findings(_upload(m)) + service_cold_start.findings(_cold_start(m)))
+
+
+def measure_service(url: str, video_path: str, prompt: str, *, n_parallel: int = 4, timeout_s: float = 120.0,
+                    warm_requests: int = 2, shape: RequestShape | None = None,
+                    progress: Progress | None = None) -> dict[str, Any]:
     """Measure a running endpoint with 1 cold + `warm_requests` warm + `n_parallel` concurrent requests
-    (+1 short-clip request when the server reports no processing time). Returns (measurements, findings)."""
+    (+1 short-clip request when the server reports no processing time). A diagnosis takes the result as
+    `DiagnoseContext.service`; its step 5 checks read it there."""
     if n_parallel < 1 or warm_requests < 1 or timeout_s <= 0:
         raise FoleyscopeError("service check needs n_parallel >= 1, warm_requests >= 1 and timeout_s > 0")
     shape = shape or MultipartShape()
@@ -91,9 +101,7 @@ def check_service(url: str, video_path: str, prompt: str, *, n_parallel: int = 4
     step("short-clip request" if short else "no short clip needed")
     batch = _parallel(shape, url, video_path, prompt, n_parallel, timeout_s)
     step(f"{n_parallel} concurrent requests")
-    m = _measurements(url, shape, duration, cold, warm, short, short_s, batch)
-    findings = [f for f in (_reload(m), _cold_start(m), _serialised(m), _upload(m, video_path)) if f]
-    return m, rank(findings)
+    return _measurements(url, shape, video_path, duration, cold, warm, short, short_s, batch)
 
 
 # --- measurements ------------------------------------------------------------------------------------
@@ -122,12 +130,12 @@ def _parallel(shape: RequestShape, url: str, video_path: str, prompt: str, n: in
     return [r for r in results if isinstance(r, Timing)]
 
 
-def _measurements(url: str, shape: RequestShape, duration: float, cold: Timing, warm: list[Timing],
+def _measurements(url: str, shape: RequestShape, clip: str, duration: float, cold: Timing, warm: list[Timing],
                   short: Timing | None, short_s: float | None, batch: list[Timing]) -> dict[str, Any]:
     med = lambda xs: statistics.median(xs) if xs else 0.0
     w = warm or [cold]
     m: dict[str, Any] = {
-        "url": url, "request_shape": shape.name, "clip_duration_s": round(duration, 3),
+        "url": url, "request_shape": shape.name, "clip": str(clip), "clip_duration_s": round(duration, 3),
         "body_bytes": cold.body_bytes, "upload_clock": cold.upload_clock,
         "cold": _row(cold), "warm": [_row(t) for t in warm],
         "cold_wait_s": cold.wait_s, "warm_wait_s": med([t.wait_s for t in w]),
@@ -175,9 +183,44 @@ def _rounded(x: Any) -> Any:
     return x
 
 
-# --- rules -------------------------------------------------------------------------------------------
+# --- rules: each check reads the measurements a diagnosis carries in `context.service` ----------------
 
-def _reload(m: dict[str, Any]) -> Finding | None:
+def _measured(run: RunData) -> dict[str, Any] | None:
+    return getattr(run.context, "service", None)
+
+
+@check("service_reloads_model", step=5,
+       doc="every request pays a fixed cost outside processing, warm as much as cold: the model is loaded per "
+           "request; load it once at start-up")
+def service_reloads_model(run: RunData) -> Found | None:
+    m = _measured(run)
+    return _reload(m) if m else None
+
+
+@check("service_serialises_requests", step=5,
+       doc="N concurrent requests take about N x one request, answered one after another: a global lock or "
+           "synchronous handler; use an async server with a job queue")
+def service_serialises_requests(run: RunData) -> Found | None:
+    m = _measured(run)
+    return _serialised(m) if m else None
+
+
+@check("service_upload_dominates", step=5,
+       doc="sending the video takes a large share of each request: prep it smaller before upload, upload "
+           "separately with a progress bar")
+def service_upload_dominates(run: RunData) -> Found | None:
+    m = _measured(run)
+    return _upload(m) if m else None
+
+
+@check("service_cold_start", step=5,
+       doc="the first request pays model loading once: load and warm up at start-up")
+def service_cold_start(run: RunData) -> Found | None:
+    m = _measured(run)
+    return _cold_start(m) if m else None
+
+
+def _reload(m: dict[str, Any]) -> Found | None:
     warm_wait = m["warm_wait_s"]
     if "warm_overhead_s" in m:
         over, cold_over = m["warm_overhead_s"], m["cold_overhead_s"]
@@ -196,8 +239,8 @@ def _reload(m: dict[str, Any]) -> Finding | None:
         return None
     if over < max(0.2, 0.25 * warm_wait) or over < 0.5 * cold_over:
         return None
-    return Finding(
-        id="service_reloads_model", step=5, severity=severity,
+    return Found(
+        severity=severity,
         title=f"Every request pays {over:.2f} s before processing, warm as much as cold: "
               "model loaded per request",
         evidence={"per_request_overhead_s": over, "cold_wait_s": m["cold_wait_s"], "warm_wait_s": warm_wait,
@@ -209,12 +252,12 @@ def _reload(m: dict[str, Any]) -> Finding | None:
     )
 
 
-def _cold_start(m: dict[str, Any]) -> Finding | None:
+def _cold_start(m: dict[str, Any]) -> Found | None:
     extra = m["cold_wait_s"] - m["warm_wait_s"]
     if extra < max(0.5, 0.5 * m["warm_wait_s"]):
         return None
-    return Finding(
-        id="service_cold_start", step=5, severity="info",
+    return Found(
+        severity="info",
         title=f"The first request took {extra:.2f} s longer than the next ones: lazy model loading",
         evidence={"cold_wait_s": m["cold_wait_s"], "warm_wait_s": m["warm_wait_s"]},
         fix="Load the model and run one warm-up request at start-up, and report ready only after it",
@@ -222,7 +265,7 @@ def _cold_start(m: dict[str, Any]) -> Finding | None:
     )
 
 
-def _serialised(m: dict[str, Any]) -> Finding | None:
+def _serialised(m: dict[str, Any]) -> Found | None:
     p = m.get("parallel")
     if not p or p["n"] < 2:
         return None
@@ -230,8 +273,8 @@ def _serialised(m: dict[str, Any]) -> Finding | None:
     if eff >= 1.5 or stagger > 0.6:
         return None  # concurrent, or all finished together (a shared saturated device: batch instead)
     saving = max(0.0, p["wall_s"] - m["warm_total_s"])
-    return Finding(
-        id="service_serialises_requests", step=5, severity="critical",
+    return Found(
+        severity="critical",
         title=f"{p['n']} concurrent requests took {p['wall_s']:.2f} s, {eff:.2f} at a time: "
               "requests are serialised",
         evidence={"n": p["n"], "batch_wall_s": p["wall_s"], "one_request_s": m["warm_total_s"],
@@ -247,16 +290,16 @@ def _serialised(m: dict[str, Any]) -> Finding | None:
     )
 
 
-def _upload(m: dict[str, Any], video_path: str) -> Finding | None:
-    share, up = m["upload_share"], m["warm_upload_s"]
+def _upload(m: dict[str, Any]) -> Found | None:
+    share, up, video_path = m["upload_share"], m["warm_upload_s"], m["clip"]
     if share < 0.3 or up < 0.05:
         return None
     try:
         ratio, how = _size_ratio_after_prep(video_path)
     except MediaError as exc:
         ratio, how = 1.0, f"size after prep unknown ({exc})"
-    return Finding(
-        id="service_upload_dominates", step=5, severity="warning" if share >= 0.5 else "info",
+    return Found(
+        severity="warning" if share >= 0.5 else "info",
         title=f"Uploading the video takes {share:.0%} of each request ({up:.2f} s)",
         evidence={"upload_s": up, "server_wait_s": m["warm_wait_s"], "request_s": m["warm_total_s"],
                   "upload_share": share, "body_bytes": m["body_bytes"],
@@ -271,7 +314,6 @@ def _upload(m: dict[str, Any], video_path: str) -> Finding | None:
 
 
 def _size_ratio_after_prep(video_path: str) -> tuple[float, str]:
-    from foleyscope.doctor.checks.input import ARTICLE, target_size
     from foleyscope.media.probe import probe
 
     info = probe(video_path)

@@ -13,19 +13,12 @@ whose process kept less than 0.3 of a core busy while its wall time ran on was w
 
 from __future__ import annotations
 
-from foleyscope import hardware
-from foleyscope.doctor.finding import Finding
-from foleyscope.doctor.run import RunData, StageStats
+from collections.abc import Iterator
+from typing import Literal
 
-CHECKS = {
-    "stall": "A stage where neither the CPU nor the GPU is busy: sleeping, waiting on a lock, a network "
-             "or a synchronous call",
-    "io_wait": "A stage with an idle CPU while the process reads from disk: waiting on storage",
-    "decode_bound": "GPU under 30% while the CPU is saturated: the GPU waits for the CPU (usually decoding)",
-    "gpu_idle_in_model_stage": "GPU at 0% through a model stage: its data never reached the GPU",
-    "cpu_contention": "The process's threads waited for a core: other processes (or too many threads) "
-                      "held the CPU",
-}
+from foleyscope import hardware
+from foleyscope.doctor.registry import Found, check
+from foleyscope.doctor.run import RunData, StageStats
 
 MIN_SELF_S = 0.25  # shorter stage time is noise at 10 Hz sampling
 MIN_SHARE = 0.02
@@ -39,39 +32,63 @@ def _gpu(st: StageStats) -> tuple[float, float] | None:
     return (sum(vals) / len(vals), max(vals)) if len(vals) >= 3 else None
 
 
+def _judged_gpu(run: RunData, st: StageStats) -> tuple[float, float] | None:
+    """The GPU reading (mean, peak) the table judges a stage on: in a CUDA run, or a GPU that did work."""
+    gpu = _gpu(st)
+    return gpu if gpu is not None and (run.run_device() == "cuda" or gpu[1] > 0) else None
+
+
 def _gpu_blind(run: RunData, st: StageStats) -> bool:
     """A stage of a CUDA run with too few GPU samples to judge (short, or no NVML)."""
     return run.run_device() == "cuda" and not st.untraced and run.stage_device(st.name) == "cuda"
+
+
+Row = Literal["not_sampled", "gpu_bound", "gpu_idle", "gpu_waits_on_cpu", "stalled", "mixed", "disk", "cpu"]
+PHRASES: dict[str, str] = {
+    "not_sampled": "GPU not sampled", "gpu_bound": "GPU-bound (normal)", "gpu_idle": "GPU idle: data not on GPU",
+    "gpu_waits_on_cpu": "CPU-bound, GPU waiting", "stalled": "stalled", "mixed": "mixed",
+    "disk": "waiting on disk",
+}
+
+
+def _row(run: RunData, st: StageStats, model: set[str]) -> Row:
+    """The row of the table above that a stage's own time falls in."""
+    busy, wait = st.busy_cores, st.wait_cores or 0.0
+    if _gpu(st) is None and _gpu_blind(run, st):
+        return "not_sampled"  # an idle CPU here may just be waiting on GPU work we could not see
+    if (judged := _judged_gpu(run, st)) is not None:
+        mean, peak = judged
+        if mean > 80:
+            return "gpu_bound"
+        if peak == 0 and st.name in model:
+            return "gpu_idle"
+        if mean < 30 and busy >= BUSY_CORES:
+            return "gpu_waits_on_cpu"
+        if mean < 30 and busy < IDLE_CORES:
+            return "stalled"
+        return "mixed"
+    if busy + wait < IDLE_CORES:
+        return "disk" if (st.disk_read_mean_bps or 0.0) > IO_BPS else "stalled"
+    return "cpu"
 
 
 def reading(run: RunData, st: StageStats) -> str:
     """One phrase for the stage table: what the utilisation says about this stage."""
     if st.self_s < 0.05:
         return ""
-    busy, gpu = st.busy_cores, _gpu(st)
+    row = _row(run, st, set(run.model_stages()))
+    if row != "cpu":
+        return PHRASES[row]
     wait = st.wait_cores or 0.0
-    if gpu is None and _gpu_blind(run, st):
-        return "GPU not sampled"
-    if gpu is not None and (run.run_device() == "cuda" or gpu[1] > 0):
-        mean, peak = gpu
-        if mean > 80:
-            return "GPU-bound (normal)"
-        if peak == 0 and st.name in run.model_stages():
-            return "GPU idle: data not on GPU"
-        if mean < 30 and busy >= BUSY_CORES:
-            return "CPU-bound, GPU waiting"
-        if mean < 30 and busy < IDLE_CORES:
-            return "stalled"
-        return "mixed"
-    if busy + wait < IDLE_CORES:
-        disk = st.disk_read_mean_bps or 0.0
-        return "waiting on disk" if disk > IO_BPS else "stalled"
     starved = f", {wait:.1f} waiting for a core" if wait >= IDLE_CORES else ""
-    return f"CPU-bound ({busy:.1f} of {run.ncores} cores{starved})"
+    return f"CPU-bound ({st.busy_cores:.1f} of {run.ncores} cores{starved})"
 
 
-def _big_enough(run: RunData, st: StageStats) -> bool:
-    return st.self_s >= MIN_SELF_S and st.self_s >= MIN_SHARE * run.total_s
+def _stages_in(run: RunData, row: Row) -> list[StageStats]:
+    """The stages (in run order) long enough to judge whose own time falls in `row`."""
+    model = set(run.model_stages())
+    return [st for st in run.stages.values()
+            if st.self_s >= MIN_SELF_S and st.self_s >= MIN_SHARE * run.total_s and _row(run, st, model) == row]
 
 
 def _label(st: StageStats) -> str:
@@ -100,83 +117,77 @@ def _common(run: RunData, st: StageStats) -> dict:
     return ev
 
 
-def _stall(run: RunData, st: StageStats, gpu_mean: float | None) -> Finding:
-    busy = st.busy_cores
-    used = max(min(busy, 1.0), (gpu_mean or 0.0) / 100)
-    idle = st.self_s * (1 - used)
-    ev = _common(run, st) | {"idle_s": round(idle, 3)}
-    return Finding(
-        "stall", 1, "critical" if idle > 0.2 * run.total_s else "warning",
-        f"{_label(st)} stalled: {st.self_s:.2f} s with {busy:.2f} cores busy"
-        + (f" and GPU at {gpu_mean:.0f}%" if gpu_mean is not None else ""),
-        ev,
-        f"Find what {st.name} waits on (sleep, lock, network, subprocess, a blocking .item()/.cpu() sync) "
-        "and remove the wait or overlap it with work; `py-spy dump --pid <pid>` during the stage shows "
-        "where it blocks.",
-        idle,
-    )
+@check("stall", step=1,
+       doc="A stage where neither the CPU nor the GPU is busy: sleeping, waiting on a lock, a network or a "
+           "synchronous call")
+def stall(run: RunData) -> Iterator[Found]:
+    for st in _stages_in(run, "stalled"):
+        busy, judged = st.busy_cores, _judged_gpu(run, st)
+        gpu_mean = judged[0] if judged is not None else None
+        used = max(min(busy, 1.0), (gpu_mean or 0.0) / 100)
+        idle = st.self_s * (1 - used)
+        yield Found(
+            severity="critical" if idle > 0.2 * run.total_s else "warning",
+            title=f"{_label(st)} stalled: {st.self_s:.2f} s with {busy:.2f} cores busy"
+                  + (f" and GPU at {gpu_mean:.0f}%" if gpu_mean is not None else ""),
+            evidence=_common(run, st) | {"idle_s": round(idle, 3)},
+            fix=f"Find what {st.name} waits on (sleep, lock, network, subprocess, a blocking .item()/.cpu() "
+                "sync) and remove the wait or overlap it with work; `py-spy dump --pid <pid>` during the stage "
+                "shows where it blocks.",
+            est_saving_s=idle,
+        )
 
 
-def _io_wait(run: RunData, st: StageStats) -> Finding:
-    idle = st.self_s * (1 - min(st.busy_cores, 1.0))
-    return Finding(
-        "io_wait", 1, "warning",
-        f"{_label(st)} waits on disk: {st.disk_read_mean_bps / 1e6:.0f} MB/s read with "
-        f"{st.busy_cores:.2f} cores busy",
-        _common(run, st) | {"idle_s": round(idle, 3), "saving_basis": "upper bound: all idle time"},
-        "Put weights and media on local SSD (or keep them in the page cache by loading once), and overlap "
-        "reading with compute (prefetch the next video while this one runs).",
-        idle,
-    )
+@check("io_wait", step=1, doc="A stage with an idle CPU while the process reads from disk: waiting on storage")
+def io_wait(run: RunData) -> Iterator[Found]:
+    for st in _stages_in(run, "disk"):
+        idle = st.self_s * (1 - min(st.busy_cores, 1.0))
+        yield Found(
+            severity="warning",
+            title=f"{_label(st)} waits on disk: {st.disk_read_mean_bps / 1e6:.0f} MB/s read with "
+                  f"{st.busy_cores:.2f} cores busy",
+            evidence=_common(run, st) | {"idle_s": round(idle, 3), "saving_basis": "upper bound: all idle time"},
+            fix="Put weights and media on local SSD (or keep them in the page cache by loading once), and "
+                "overlap reading with compute (prefetch the next video while this one runs).",
+            est_saving_s=idle,
+        )
 
 
-def check_utilisation(run: RunData) -> list[Finding]:
-    out: list[Finding] = []
-    model = set(run.model_stages())
-    for st in run.stages.values():
-        if not _big_enough(run, st):
-            continue
-        busy, gpu = st.busy_cores, _gpu(st)
-        if gpu is None and _gpu_blind(run, st):
-            continue  # an idle CPU here may just be waiting on GPU work we could not see
-        if gpu is not None and (run.run_device() == "cuda" or gpu[1] > 0):
-            mean, peak = gpu
-            if mean > 80:
-                continue
-            if peak == 0 and st.name in model:
-                cpu = hardware.peak_flops("cpu", run.stage_dtype(st.name) or "fp32") if run.probe else 0
-                gpu_peak = hardware.peak_flops("cuda", "bf16") if run.probe else 0
-                ratio = cpu / gpu_peak if gpu_peak else 0.1
-                out.append(Finding(
-                    "gpu_idle_in_model_stage", 1, "critical",
-                    f"GPU at 0% through {st.name} ({st.self_s:.2f} s): its work ran elsewhere",
-                    _common(run, st) | {"cpu_over_gpu_peak": round(ratio, 4)},
-                    f"Check the .to(device) path of {st.name}'s model and inputs: every parameter and input "
-                    "tensor should be on cuda before the forward call.",
-                    st.self_s * (1 - ratio),
-                ))
-            elif mean < 30 and busy >= BUSY_CORES:
-                spare = max(0.0, 1 - busy / run.ncores)
-                out.append(Finding(
-                    "decode_bound", 1, "warning",
-                    f"{_label(st)}: GPU at {mean:.0f}% while the CPU runs {busy:.1f} cores",
-                    _common(run, st) | {"spare_core_share": round(spare, 3)},
-                    "Make decoding cheaper and parallel: `foleyscope prep VIDEO -o small.mp4` (720p, 25 fps, "
-                    "H.264), decode with threads (PyAV thread_type='AUTO') or NVDEC.",
-                    st.self_s * spare,
-                ))
-            elif mean < 30 and busy < IDLE_CORES:
-                out.append(_stall(run, st, mean))
-            continue
-        if busy + (st.wait_cores or 0.0) < IDLE_CORES:
-            if (st.disk_read_mean_bps or 0.0) > IO_BPS:
-                out.append(_io_wait(run, st))
-            else:
-                out.append(_stall(run, st, None))
-    return out + _contention(run)
+@check("decode_bound", step=1,
+       doc="GPU under 30% while the CPU is saturated: the GPU waits for the CPU (usually decoding)")
+def decode_bound(run: RunData) -> Iterator[Found]:
+    for st in _stages_in(run, "gpu_waits_on_cpu"):
+        busy, mean = st.busy_cores, _gpu(st)[0]
+        spare = max(0.0, 1 - busy / run.ncores)
+        yield Found(
+            severity="warning",
+            title=f"{_label(st)}: GPU at {mean:.0f}% while the CPU runs {busy:.1f} cores",
+            evidence=_common(run, st) | {"spare_core_share": round(spare, 3)},
+            fix="Make decoding cheaper and parallel: `foleyscope prep VIDEO -o small.mp4` (720p, 25 fps, "
+                "H.264), decode with threads (PyAV thread_type='AUTO') or NVDEC.",
+            est_saving_s=st.self_s * spare,
+        )
 
 
-def _contention(run: RunData) -> list[Finding]:
+@check("gpu_idle_in_model_stage", step=1, doc="GPU at 0% through a model stage: its data never reached the GPU")
+def gpu_idle_in_model_stage(run: RunData) -> Iterator[Found]:
+    for st in _stages_in(run, "gpu_idle"):
+        cpu = hardware.peak_flops("cpu", run.stage_dtype(st.name) or "fp32") if run.probe else 0
+        gpu_peak = hardware.peak_flops("cuda", "bf16") if run.probe else 0
+        ratio = cpu / gpu_peak if gpu_peak else 0.1
+        yield Found(
+            severity="critical",
+            title=f"GPU at 0% through {st.name} ({st.self_s:.2f} s): its work ran elsewhere",
+            evidence=_common(run, st) | {"cpu_over_gpu_peak": round(ratio, 4)},
+            fix=f"Check the .to(device) path of {st.name}'s model and inputs: every parameter and input tensor "
+                "should be on cuda before the forward call.",
+            est_saving_s=st.self_s * (1 - ratio),
+        )
+
+
+@check("cpu_contention", step=1,
+       doc="The process's threads waited for a core: other processes (or too many threads) held the CPU")
+def cpu_contention(run: RunData) -> Found | None:
     """One run-level finding: time lost to threads that were ready but had no core."""
     est, rows = 0.0, []
     for st in run.stages.values():
@@ -190,19 +201,18 @@ def _contention(run: RunData) -> list[Finding]:
         est += lost
         rows.append((lost, st.name, round(busy, 2), round(wait, 2)))
     if est < max(0.25, 0.1 * run.total_s):
-        return []
+        return None
     rows.sort(reverse=True)
-    threads = run.env.get("num_threads")
     wait_total = sum((st.self_cpu_wait_s or 0.0) for st in run.stages.values())
-    return [Finding(
-        "cpu_contention", 1, "warning",
-        f"threads waited {wait_total:.2f} thread-s for a core: the CPU was shared",
-        {"cores": run.ncores, "torch_threads": threads, "cpu_s": round(run.cpu_s, 3),
-         "wait_thread_s": round(wait_total, 3),
-         "worst_stages": [f"{name}: {busy} busy + {wait} waiting cores" for _, name, busy, wait in rows[:3]],
-         "saving_basis": "per stage: thread-seconds waited / threads that ran side by side (at most "
-                         "the core count)"},
-        "Give the job the cores: stop other CPU-heavy processes (see `top`), pin it with `taskset`, and keep "
-        f"torch threads <= usable cores (torch.set_num_threads({run.ncores}) here).",
-        est,
-    )]
+    return Found(
+        severity="warning",
+        title=f"threads waited {wait_total:.2f} thread-s for a core: the CPU was shared",
+        evidence={"cores": run.ncores, "torch_threads": run.env.get("num_threads"), "cpu_s": round(run.cpu_s, 3),
+                  "wait_thread_s": round(wait_total, 3),
+                  "worst_stages": [f"{name}: {busy} busy + {wait} waiting cores" for _, name, busy, wait in rows[:3]],
+                  "saving_basis": "per stage: thread-seconds waited / threads that ran side by side (at most "
+                                  "the core count)"},
+        fix="Give the job the cores: stop other CPU-heavy processes (see `top`), pin it with `taskset`, and keep "
+            f"torch threads <= usable cores (torch.set_num_threads({run.ncores}) here).",
+        est_saving_s=est,
+    )
