@@ -136,12 +136,28 @@ def test_step_invariant_work_runs_once_per_video(pipe, make_clip, monkeypatch):
     assert calls == {**once, "forward": 5, "text_kv": len(den.triple_blocks)}
 
 
-def test_odd_frame_counts_leave_no_silent_tail(pipe, make_clip):
-    # 29 frames: 1.16 s, whose latent length 58 is 57.99999 in floating point
+def test_latent_count_is_the_officials_for_every_frame_count_that_fits_one_window(pipe):
+    """int(T / 25 * 50), float truncation included (2T - 1 for T = 29, 57, 58, 113-116, ...): the same
+    noise then gives the official's latents. Beyond 15 s the official stops; we window instead."""
+    for t in range(1, 376):
+        windows, latent_len = pipe._plan(t / 25, t)
+        assert len(windows) == 1 and windows[0].length_s == t / 25
+        assert latent_len == int(t / 25 * 50), t
+    windows, latent_len = pipe._plan(25.0, 625)
+    assert len(windows) == 2 and latent_len == 750
+
+
+def test_odd_frame_counts_take_the_official_latents_and_fade_the_ms_they_lack(pipe, make_clip):
+    # 29 frames: 1.16 s, whose latent length 58 is 57.99999 in floating point: the official takes 57
     clip = make_clip(width=64, height=36, fps=25, seconds=29 / 25)
-    audio = pipe(clip, "tick", steps=2, seed=0).audio
-    assert audio.shape == (round(29 / 25 * 48000),)
-    assert np.abs(audio[-480:]).max() > 1e-3, "the last 10 ms are silent"
+    cond = pipe.prepare(clip, "tick")
+    assert cond.latent_len == 57
+    audio = pipe.decode(cond, pipe.denoise(cond, steps=2, seed=0)).audio
+    assert audio.shape == (round(29 / 25 * 48000),), "still exactly as long as the video"
+    made = 57 * 960
+    assert not audio[made:].any(), "the 20 ms the latents do not cover are padding"
+    tail = np.abs(audio[made - 240 : made])  # the last 5 ms of sound fade out: no click at the cut
+    assert tail[-24:].max() < 0.2 * max(np.abs(audio[made - 2400 : made - 240]).max(), 1e-6)
 
 
 def test_heun_uses_two_evaluations_per_step_and_differs_from_euler(pipe, make_clip):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from foleyscope.engine.windows import LatentLayout, join, plan_windows
+from foleyscope.engine.windows import LatentLayout, fit, join, plan_windows
 
 
 @pytest.mark.parametrize("duration", [0.5, 3.3, 15.0, 15.2, 25.0, 30.0, 61.7, 127.4])
@@ -74,3 +74,13 @@ def test_a_single_window_draws_the_noise_torch_randn_would():
     layout = LatentLayout(plan_windows(2.0), latent_len=100, rate=50)
     expected = torch.randn(1, 8, 100, generator=torch.Generator().manual_seed(5))
     assert torch.equal(layout.noise(8, torch.Generator().manual_seed(5)), expected)
+
+
+def test_fit_trims_or_pads_after_a_short_fade():
+    sr = 48000
+    tone = np.full(1000, 0.5, np.float32)
+    assert np.array_equal(fit(tone, 600, sr), tone[:600])
+    padded = fit(tone, 1500, sr)
+    assert padded.shape == (1500,) and not padded[1000:].any()
+    fade = padded[1000 - 240 : 1000]  # 5 ms at 48 kHz
+    assert np.all(np.diff(fade) < 0) and fade[-1] < 0.01 and padded[759] == 0.5

@@ -27,7 +27,7 @@ from foleyscope.engine.jobs import DEFAULT_NEGATIVE_PROMPT
 from foleyscope.engine.modes import Mode, apply, resolve
 from foleyscope.engine.presets import Components, Preset, build_components, get_preset
 from foleyscope.engine.sampler import Solver, Velocity, sample
-from foleyscope.engine.windows import LatentLayout, Window, join, plan_windows
+from foleyscope.engine.windows import LatentLayout, Window, join, official_latent_count, plan_windows
 from foleyscope.media.frames import FrameSpec, extract_frames
 from foleyscope.stages import Stage
 from foleyscope.trace import ModeReport, Progress, StageFlops, emit, listening, stage
@@ -133,7 +133,7 @@ class FoleyPipeline:
         with stage(Stage.DECODE):
             frames = extract_frames(video, [clip_spec, sync_spec], progress=_decode_progress)
         duration = frames.duration_s
-        windows = plan_windows(duration, p.window_s, p.overlap_s, p.sync_fps)
+        windows, latent_len = self._plan(duration, len(frames.arrays[1]))
         with stage(Stage.VISUAL_ENCODE):
             clip_all = self._batched(c.visual_encoder, frames.arrays[0], p.visual_batch)  # [N8, D]
         with stage(Stage.TEXT_ENCODE):
@@ -144,8 +144,10 @@ class FoleyPipeline:
             sync_s = max(windows[0].length_s, p.sync.segment_frames / p.sync_fps)  # a clip under 0.64 s
             sync_frames = [_take(frames.arrays[1], w.start_s, sync_s, p.sync_fps) for w in windows]
             sync = c.sync_encoder(torch.from_numpy(np.stack(sync_frames)).to(self.device))  # windows as a batch
-        clip = torch.stack([_take(clip_all, w.start_s, w.length_s, p.clip_fps) for w in windows])
-        latent_len = round(windows[0].length_s * p.latent_rate)  # length_s is on the 25 fps grid
+        if len(windows) == 1:  # every frame the reader took, as the official pipeline feeds them
+            clip = clip_all[None]
+        else:
+            clip = torch.stack([_take(clip_all, w.start_s, w.length_s, p.clip_fps) for w in windows])
         self._emit_encoder_flops(len(windows), len(frames.arrays[0]), sync_frames[0].shape[0], text.shape)
         return Conditions(duration, windows, LatentLayout(windows, latent_len, p.latent_rate), clip,
                           sync.to(self.dtype), text)
@@ -181,6 +183,17 @@ class FoleyPipeline:
         per_window = [a[: round(w.length_s * p.sample_rate)] for a, w in zip(audio, cond.windows, strict=True)]
         track = np.clip(join(cond.windows, per_window, p.sample_rate, cond.duration_s), -1.0, 1.0)
         return FoleyResult(track, p.sample_rate, cond.duration_s, cond.windows, per_window)
+
+    def _plan(self, duration: float, sync_frames: int) -> tuple[list[Window], int]:
+        """Windows and their latent length. A clip that fits the model is one window as long as the
+        25 fps frames the reader took, with the official latent count (its float truncation kept, so the
+        same noise gives the same latents); the audio is fitted to the video's duration afterwards.
+        Longer clips: equal windows on the whole-second grid."""
+        p = self.preset
+        windows = plan_windows(duration, p.window_s, p.overlap_s, p.sync_fps)
+        if len(windows) > 1:
+            return windows, round(windows[0].length_s * p.latent_rate)
+        return [Window(0.0, sync_frames / p.sync_fps)], official_latent_count(sync_frames, p.sync_fps, p.latent_rate)
 
     def velocity(self, cond: Conditions, chunks: list[slice], cfg: float) -> Velocity:
         """The denoiser as the sampler sees it, built in this one place (a mode may wrap it): all

@@ -22,6 +22,26 @@ import numpy as np
 import torch
 
 JOIN_FADE_S = 0.25  # linear fade at the middle of each overlap (away from the VAE's window edges)
+TAIL_FADE_S = 0.005  # where the model's audio stops a few ms before the video does
+
+
+def official_latent_count(frames: int, fps: float = 25.0, rate: int = 50) -> int:
+    """The official pipeline's latent length for `frames` samples at `fps`: int(frames / fps * rate).
+    The float truncation gives 2T-1 instead of 2T for some T (29, 57, 58, 113-116, ...); it is kept
+    on purpose, so the same noise gives the same latents as the official code."""
+    return int(frames / fps * rate)
+
+
+def fit(track: np.ndarray, total: int, sample_rate: int) -> np.ndarray:
+    """`track` trimmed to `total` samples, or padded with silence after a short fade-out (no click)."""
+    if len(track) >= total:
+        return track[:total]
+    n = min(len(track), round(TAIL_FADE_S * sample_rate))
+    out = np.zeros(total, dtype=np.float32)
+    out[: len(track)] = track
+    if n:
+        out[len(track) - n : len(track)] *= ((np.arange(n, 0, -1) - 0.5) / n).astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True)
@@ -106,5 +126,4 @@ def join(windows: list[Window], audio: list[np.ndarray], sample_rate: int, durat
             at, n = seams[i]
             gain *= np.clip((at + n - t) / n, 0.0, 1.0)
         out[start : start + len(clip)] += (clip * gain).astype(np.float32)
-    track = out[:total]
-    return np.pad(track, (0, total - len(track))) if len(track) < total else track
+    return fit(out[: round(windows[-1].start_s * sample_rate) + len(audio[-1])], total, sample_rate)
