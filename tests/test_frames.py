@@ -1,4 +1,8 @@
-"""Frame extraction: which frame each sample picks (read back from the pixels), geometry, one pass."""
+"""Frame extraction: which frame each sample picks (read back from the pixels), geometry, one pass.
+
+The pick tests here pin the "exact" rule (today's: the frame on screen at k / fps); the official
+rule's picks and pixels are in test_frames_official.py and test_frames_pixels.py.
+"""
 
 from __future__ import annotations
 
@@ -73,7 +77,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Syn
 def test_each_sample_shows_the_latest_frame_at_or_before_it(media, name):
     path, spec = media[name]
     ft = frame_times(spec)
-    out = extract_frames(path, [CROP, SQUASH])
+    out = extract_frames(path, [CROP, SQUASH], frames="exact")
     period = 1 / float(spec.fps)
     stream_end = out.duration_s  # last pts + last duration (for VFR the muxer guesses the latter)
     if spec.vfr:
@@ -92,10 +96,10 @@ def test_each_sample_shows_the_latest_frame_at_or_before_it(media, name):
 
 
 def test_60fps_at_25fps_picks_floor_and_24fps_repeats(media):
-    out60 = extract_frames(media["60"][0], [CROP])
+    out60 = extract_frames(media["60"][0], [CROP], frames="exact")
     t = out60.times[0]
     assert picked(out60.arrays[0]) == [int(np.floor(x * 60 + 1e-9)) for x in t]
-    out24 = extract_frames(media["24"][0], [CROP])
+    out24 = extract_frames(media["24"][0], [CROP], frames="exact")
     idx = picked(out24.arrays[0])
     assert len(idx) == 38 and len(set(idx)) == 36  # t < 1.5 s: 38 samples from 36 frames
     assert [a for a, b in zip(idx, idx[1:], strict=False) if a == b] == [0, 24]  # frames 0 and 24 show twice
@@ -103,7 +107,7 @@ def test_60fps_at_25fps_picks_floor_and_24fps_repeats(media):
 
 def test_vfr_follows_timestamps_not_frame_counts(media):
     path, spec = media["vfr"]
-    got = picked(extract_frames(path, [CROP]).arrays[0])
+    got = picked(extract_frames(path, [CROP], frames="exact").arrays[0])
     naive = list(range(len(got)))  # what counting frames as if they were 25 fps would give
     assert got == [shown_at(frame_times(spec), k / 25) for k in range(len(got))]
     assert got != naive and got[-1] < naive[-1]
@@ -119,7 +123,7 @@ def gop_clip(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("start, end", [(0.7, 1.5), (1.2, None), (0.88, 2.3), (2.5, 9.0)])
 def test_window_with_seek(gop_clip, start, end):
-    out = extract_frames(gop_clip, [CROP, SQUASH], start=start, end=end)
+    out = extract_frames(gop_clip, [CROP, SQUASH], start=start, end=end, frames="exact")
     stop = 3.0 if end is None else min(end, 3.0)
     assert out.duration_s == pytest.approx(stop - start)
     for fs, arr, times in zip(out.specs, out.arrays, out.times, strict=True):
@@ -129,8 +133,8 @@ def test_window_with_seek(gop_clip, start, end):
 
 
 def test_window_results_equal_the_same_samples_of_a_full_decode(gop_clip):
-    full = extract_frames(gop_clip, [CROP])
-    part = extract_frames(gop_clip, [CROP], start=1.0, end=2.0)  # 1.0 s = frame 25, not a keyframe
+    full = extract_frames(gop_clip, [CROP], frames="exact")
+    part = extract_frames(gop_clip, [CROP], start=1.0, end=2.0, frames="exact")  # 1.0 s = frame 25, not a keyframe
     np.testing.assert_array_equal(part.arrays[0], full.arrays[0][25:50])
 
 
@@ -143,14 +147,15 @@ def test_window_without_video_is_an_error(gop_clip):
 
 def test_squash_is_square_whatever_the_aspect(media):
     for name in ("60", "tall"):
-        out = extract_frames(media[name][0], [FrameSpec(fps=8.0, size=40, mode="squash")])
+        out = extract_frames(media[name][0], [FrameSpec(fps=8.0, size=40, mode="squash")], frames="exact")
         assert out.arrays[0].shape[1:] == (40, 40, 3) and out.arrays[0].dtype == np.uint8
         assert out.arrays[0].flags["C_CONTIGUOUS"]
         assert picked(out.arrays[0]) == [shown_at(frame_times(media[name][1]), t) for t in out.times[0]]
 
 
+@pytest.mark.parametrize("rule", ["official", "exact"])
 @pytest.mark.parametrize("width, height", [(200, 100), (100, 160)])
-def test_crop_keeps_the_centre(tmp_path, width, height):
+def test_crop_keeps_the_centre(tmp_path, width, height, rule):
     # red rises left -> right, green top -> bottom: each output pixel says where it came from
     y, x = np.mgrid[0:height, 0:width]
     img = np.zeros((height, width, 3), np.uint8)
@@ -158,7 +163,7 @@ def test_crop_keeps_the_centre(tmp_path, width, height):
     img[..., 1] = np.round(255 * y / (height - 1))
     path = write_clip(tmp_path / "grad.mp4", [img] * 5)
     s = 50
-    arr = extract_frames(path, [FrameSpec(fps=25.0, size=s, mode="crop")]).arrays[0]
+    arr = extract_frames(path, [FrameSpec(fps=25.0, size=s, mode="crop")], frames=rule).arrays[0]
     assert arr.shape == (5, s, s, 3)
     scale = s / min(width, height)  # short side -> s
     # source x of output column j, for the crop centred in the resized frame
@@ -172,15 +177,18 @@ def test_crop_keeps_the_centre(tmp_path, width, height):
     assert abs(red[0] + red[-1] - 255) < 8 and abs(green[0] + green[-1] - 255) < 8
 
 
+@pytest.mark.parametrize("rule", ["official", "exact"])
 @pytest.mark.parametrize("rotation", [90, 180, 270])
-def test_rotation_metadata_gives_upright_frames(tmp_path, media, rotation):
+def test_rotation_metadata_gives_upright_frames(tmp_path, media, rotation, rule):
     spec = SynthSpec(width=160, height=90, fps=25, seconds=0.5, rotation=rotation)
     path = make_video(tmp_path / "rot.mp4", spec)  # stored turned, the track matrix turns it back
     specs = [FrameSpec(fps=25.0, size=40, mode="squash"), FrameSpec(fps=25.0, size=40, mode="crop")]
-    upright = extract_frames(make_video(tmp_path / "plain.mp4", replace(spec, rotation=0)), specs)
-    out = extract_frames(path, specs)
-    for a, b in zip(upright.arrays, out.arrays, strict=True):
-        assert picked(b) == list(range(len(b)))  # index bands are horizontal again
+    upright = extract_frames(make_video(tmp_path / "plain.mp4", replace(spec, rotation=0)), specs, frames=rule)
+    out = extract_frames(path, specs, frames=rule)
+    for a, b, idx in zip(upright.arrays, out.arrays, out.source_indices, strict=True):
+        assert picked(b) == list(idx)  # index bands are horizontal again
+        if rule == "exact":
+            assert list(idx) == list(range(len(b)))
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 3  # same picture up to coding noise
 
 
@@ -208,21 +216,22 @@ class _CountingContainer:
 
 
 def count_conversions(monkeypatch) -> list[int]:
-    """Record the pts of every frame handed to the scaler."""
+    """Record the pts of every frame handed to the scaler (either rule's)."""
     seen: list[int] = []
-    real_convert = frames_mod._Geometry.convert
+    for cls in (frames_mod._Geometry, frames_mod._OfficialGeometry):
 
-    def convert(self, frame, quarter_turns):
-        seen.append(frame.pts)
-        return real_convert(self, frame, quarter_turns)
+        def convert(self, frame, quarter_turns, real=cls.convert):
+            seen.append(frame.pts)
+            return real(self, frame, quarter_turns)
 
-    monkeypatch.setattr(frames_mod._Geometry, "convert", convert)
+        monkeypatch.setattr(cls, "convert", convert)
     return seen
 
 
-def test_one_decode_feeds_both_specs(media, monkeypatch):
+@pytest.mark.parametrize("rule", ["official", "exact"])
+def test_one_decode_feeds_both_specs(media, monkeypatch, rule):
     path, spec = media["60"]
-    separate = [extract_frames(path, [fs]) for fs in (CROP, SQUASH)]
+    separate = [extract_frames(path, [fs], frames=rule) for fs in (CROP, SQUASH)]
     log = {"opens": 0, "passes": 0, "frames": 0}
     real_open = frames_mod.open_input
 
@@ -232,7 +241,7 @@ def test_one_decode_feeds_both_specs(media, monkeypatch):
 
     monkeypatch.setattr(frames_mod, "open_input", counting_open)
     conversions = count_conversions(monkeypatch)
-    both = extract_frames(path, [CROP, SQUASH])
+    both = extract_frames(path, [CROP, SQUASH], frames=rule)
     assert log == {"opens": 1, "passes": 1, "frames": len(frame_times(spec))}
     for one, arr, idx in zip(separate, both.arrays, both.source_indices, strict=True):
         np.testing.assert_array_equal(one.arrays[0], arr)
@@ -245,7 +254,7 @@ def test_one_decode_feeds_both_specs(media, monkeypatch):
 def test_same_geometry_shares_conversions(media, monkeypatch):
     calls = count_conversions(monkeypatch)
     a, b = FrameSpec(25.0, 32, "crop"), FrameSpec(12.5, 32, "crop")
-    out = extract_frames(media["60"][0], [a, b])
+    out = extract_frames(media["60"][0], [a, b], frames="exact")
     assert len(calls) == len(set(out.source_indices[0]))  # 12.5 fps picks are a subset of 25 fps ones
     np.testing.assert_array_equal(out.arrays[1], out.arrays[0][::2])
 
@@ -290,21 +299,25 @@ def test_bad_inputs(tmp_path):
         FrameSpec(fps=8.0, size=8, mode="stretch")  # type: ignore[arg-type]
     with pytest.raises(FoleyscopeError, match="frame rate"):
         FrameSpec(fps=0.0, size=8, mode="crop")
+    with pytest.raises(FoleyscopeError, match="frames must be one of official, exact"):
+        extract_frames(audio_only, [SQUASH], frames="nearest")  # type: ignore[arg-type]
 
 
-def test_buffers_grow_when_the_header_underestimates(media, monkeypatch):
+@pytest.mark.parametrize("rule", ["official", "exact"])
+def test_buffers_grow_when_the_header_underestimates(media, monkeypatch, rule):
     path = media["24"][0]
-    normal = extract_frames(path, [CROP, SQUASH])
+    normal = extract_frames(path, [CROP, SQUASH], frames=rule)
     monkeypatch.setattr(frames_mod, "_expected_end", lambda *args: 0.1)  # as if the header said 0.1 s
-    grown = extract_frames(path, [CROP, SQUASH])
+    grown = extract_frames(path, [CROP, SQUASH], frames=rule)
     for a, b in zip(normal.arrays, grown.arrays, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def test_without_worker_thread_gives_the_same_frames(media, monkeypatch):
+@pytest.mark.parametrize("rule", ["official", "exact"])
+def test_without_worker_thread_gives_the_same_frames(media, monkeypatch, rule):
     path = media["vfr"][0]
-    threaded = extract_frames(path, [CROP, SQUASH])
+    threaded = extract_frames(path, [CROP, SQUASH], frames=rule)
     monkeypatch.setattr(frames_mod, "THREADED_CONVERSION", False)
-    inline = extract_frames(path, [CROP, SQUASH])
+    inline = extract_frames(path, [CROP, SQUASH], frames=rule)
     for a, b in zip(threaded.arrays, inline.arrays, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -148,14 +148,14 @@ def test_latent_count_is_the_officials_for_every_frame_count_that_fits_one_windo
 
 
 def test_odd_frame_counts_take_the_official_latents_and_fade_the_ms_they_lack(pipe, make_clip):
-    # 29 frames: 1.16 s, whose latent length 58 is 57.99999 in floating point: the official takes 57
+    # 29 frames (1.16 s): the release's float clock takes 28 of them at 25 fps, and int(28 / 25 * 50) = 56
     clip = make_clip(width=64, height=36, fps=25, seconds=29 / 25)
     cond = pipe.prepare(clip, "tick")
-    assert cond.latent_len == 57
+    assert cond.latent_len == 56 and cond.sync.shape[0] == 1
     audio = pipe.decode(cond, pipe.denoise(cond, steps=2, seed=0)).audio
     assert audio.shape == (round(29 / 25 * 48000),), "still exactly as long as the video"
-    made = 57 * 960
-    assert not audio[made:].any(), "the 20 ms the latents do not cover are padding"
+    made = 56 * 960
+    assert not audio[made:].any(), "the 40 ms the latents do not cover are padding"
     tail = np.abs(audio[made - 240 : made])  # the last 5 ms of sound fade out: no click at the cut
     assert tail[-24:].max() < 0.2 * max(np.abs(audio[made - 2400 : made - 240]).max(), 1e-6)
 

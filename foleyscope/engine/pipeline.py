@@ -133,22 +133,24 @@ class FoleyPipeline:
         with stage(Stage.DECODE):
             frames = extract_frames(video, [clip_spec, sync_spec], progress=_decode_progress)
         duration = frames.duration_s
-        windows, latent_len = self._plan(duration, len(frames.arrays[1]))
+        n8, n25 = frames.official_counts or [len(a) for a in frames.arrays]  # what the release keeps (15 s cap)
+        windows, latent_len = self._plan(duration, n25)
+        arrays = [a[:n] for a, n in zip(frames.arrays, (n8, n25), strict=True)] if len(windows) == 1 else frames.arrays
         with stage(Stage.VISUAL_ENCODE):
-            clip_all = self._batched(c.visual_encoder, frames.arrays[0], p.visual_batch)  # [N8, D]
+            clip_all = self._batched(c.visual_encoder, arrays[0], p.visual_batch)  # [N8, D]
         with stage(Stage.TEXT_ENCODE):
             # [negative, prompt] padded together, no mask, whatever the guidance (as the official: with
             # cfg 1 the prompt row still carries the padding a longer negative prompt gave it)
             text = c.text_encoder([negative_prompt, prompt])[0].to(self.dtype)
         with stage(Stage.SYNC_ENCODE):
             sync_s = max(windows[0].length_s, p.sync.segment_frames / p.sync_fps)  # a clip under 0.64 s
-            sync_frames = [_take(frames.arrays[1], w.start_s, sync_s, p.sync_fps) for w in windows]
+            sync_frames = [_take(arrays[1], w.start_s, sync_s, p.sync_fps) for w in windows]
             sync = c.sync_encoder(torch.from_numpy(np.stack(sync_frames)).to(self.device))  # windows as a batch
         if len(windows) == 1:  # every frame the reader took, as the official pipeline feeds them
             clip = clip_all[None]
         else:
             clip = torch.stack([_take(clip_all, w.start_s, w.length_s, p.clip_fps) for w in windows])
-        self._emit_encoder_flops(len(windows), len(frames.arrays[0]), sync_frames[0].shape[0], text.shape)
+        self._emit_encoder_flops(len(windows), len(arrays[0]), sync_frames[0].shape[0], text.shape)
         return Conditions(duration, windows, LatentLayout(windows, latent_len, p.latent_rate), clip,
                           sync.to(self.dtype), text)
 

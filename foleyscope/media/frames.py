@@ -1,4 +1,4 @@
-"""Frame extraction at exact sample rates: one decoding pass feeds every consumer.
+"""Frame extraction at the models' sample rates: one decoding pass feeds every consumer.
 
 The engine needs the same video at several rates and sizes (SigLIP2: 8 fps squashed to 512x512;
 Synchformer: 25 fps, short side to 224 then a centre crop). The reference decodes the file once per
@@ -7,11 +7,20 @@ feeds all specs, a frame is converted only if some sample time picks it (once pe
 many consecutive samples pick it), and resizing happens inside swscale during the pixel-format
 conversion, so a 4K frame never exists as full-resolution RGB.
 
-Sampling rule: sample k of a spec is at t_k = start + k / fps, for every t_k < end, and it shows
-the frame on screen at t_k, i.e. the latest frame with pts <= t_k (low-fps sources repeat frames).
-Times are seconds from the video's first frame (span.py) and come from timestamps, so variable frame
-rate files sample correctly. The video ends where span.py says (its last frame's end), the length
-probe reports and mux writes: the pipeline sizes the audio from `Frames.duration_s`.
+Two sampling rules (picking.py; docs/frames.md):
+* "official" (default): the frames the HunyuanVideo-Foley release feeds its models, so the released
+  checkpoints see what they were trained with: its accumulated float clock on the stream's absolute
+  timeline, each sample showing the first frame at or after it, nothing after the last frame; and
+  its resizing (PIL bilinear squash; torchvision bicubic-antialias short side + centre crop of the
+  resized frame), reproduced in swscale (resize.py). Its 15 s cap is not applied (the engine
+  windows long clips); `Frames.official_counts` says how many samples the release would keep. The
+  release ignores rotation metadata; here its pixels are turned upright, as for "exact".
+* "exact": sample k at t_k = start + k / fps from the video's first frame, showing the frame on
+  screen then (the latest frame with pts <= t_k), resized in one swscale pass (crop: centre square
+  at a whole-pixel offset, then scaled).
+Times come from timestamps, so variable frame rate files sample correctly. The video ends where
+span.py says (its last frame's end), the length probe reports and mux writes: the pipeline sizes the
+audio from `Frames.duration_s`.
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from foleyscope.errors import FoleyscopeError, MediaError
 from foleyscope.media.container import open_input
+from foleyscope.media.picking import OFFICIAL_MAX_S, RULES, OfficialClock, Rule, count_up_to
 from foleyscope.media.probe import check_video_stream
+from foleyscope.media.resize import Converter, crop_offsets, official_size
 from foleyscope.media.span import SpanTracker, first_shown_pts, stream_duration
 
 # A frame whose pts equals a sample time (up to float rounding) is the one shown at that time.
@@ -52,7 +63,9 @@ class FrameSpec:
     fps: float
     size: int
     mode: Literal["squash", "crop"]  # squash: S x S ignoring aspect; crop: short side -> S, centre S x S
-    interpolation: str = "BILINEAR"  # swscale filter name (av.video.reformatter.Interpolation)
+    # swscale filter name (av.video.reformatter.Interpolation); with frames="official" BICUBIC is the
+    # a = -0.5 cubic of PIL and torch's antialiasing resize (swscale's default is a = -0.6)
+    interpolation: str = "BILINEAR"
 
     def __post_init__(self) -> None:
         if not (self.fps > 0 and math.isfinite(self.fps)):
@@ -75,13 +88,22 @@ SYNCHFORMER = FrameSpec(fps=25.0, size=224, mode="crop", interpolation="BICUBIC"
 class Frames:
     specs: tuple[FrameSpec, ...]
     arrays: list[np.ndarray]  # per spec, uint8 [N, S, S, 3] RGB, upright
-    times: list[np.ndarray]  # per spec, sample times (s) from the video's first frame
+    # Per spec, sample times (s) from the video's first frame. "official": the release's clock minus
+    # `origin_s`, so negative for the samples a stream starting after 0 s gives its first frame.
+    times: list[np.ndarray]
     duration_s: float  # length of the video actually covered, from `start` (all of it: probe's duration_s)
     # Per spec, presentation-order index of the decoded frame picked for each sample, counted from
     # the first frame this call decoded: the file's first frame when start == 0, otherwise the
     # keyframe the seek landed on.
     source_indices: list[np.ndarray]
-    source_times: list[np.ndarray] = field(default_factory=list)  # per spec, pts (s) of the picked frame
+    source_times: list[np.ndarray] = field(default_factory=list)  # per spec, pts (s) of the picked frame, as `times`
+    rule: Rule = "official"
+    origin_s: float = 0.0  # the first frame's timestamp on the stream's own timeline (absolute = times + origin_s)
+    # Per spec, how many samples the release's sampler returns for this file at that rate (its 15 s
+    # cap applied: frames after 15 s absolute are dropped): for the official rule, arrays[i][:n] are
+    # exactly its frames, and the 25 fps count fixes its audio length (n / 25 s). Known after a decode
+    # from the start with no `end`; None otherwise.
+    official_counts: list[int] | None = None
 
 
 class _Geometry:
@@ -118,8 +140,8 @@ class _Geometry:
         self.cropper.push(frame)
         return self.cropper.pull()
 
-    def convert(self, frame: av.VideoFrame, quarter_turns: int) -> np.ndarray:
-        """The upright S x S picture as an RGBA view into the scaler's output (copy out RGB).
+    def convert(self, frame: av.VideoFrame, quarter_turns: int) -> tuple[list[np.ndarray], int]:
+        """The upright S x S picture as R, G, B views into the scaler's RGBA output, and no level offset.
 
         RGBA rather than rgb24 because swscale's scaled rgb24 writer is much slower than its
         32-bit one (1.3 vs 0.8 ms for 720p -> 512x512 here); copying three channels out is cheap.
@@ -131,7 +153,31 @@ class _Geometry:
         plane = small.planes[0]
         rows = np.frombuffer(plane, np.uint8).reshape(s, plane.line_size)  # lines may be padded
         rgba = rows[:, : 4 * s].reshape(s, s, 4)
-        return np.rot90(rgba, quarter_turns) if quarter_turns else rgba
+        rgba = np.rot90(rgba, quarter_turns) if quarter_turns else rgba
+        return [rgba[:, :, c] for c in range(3)], 0
+
+
+class _OfficialGeometry:
+    """The release's resize for one (size, mode, interpolation) (resize.py): squash to S x S, or
+    short side to S then the centre S x S of the resized frame; planar RGB, then turned upright."""
+
+    def __init__(self, size: int, mode: str, interpolation: str) -> None:
+        self.size, self.mode, self.interpolation = size, mode, interpolation.upper()
+        self.converter: Converter | None = None
+        self.box: tuple[int, int] | None = None
+
+    def convert(self, frame: av.VideoFrame, quarter_turns: int) -> tuple[list[np.ndarray], int]:
+        if self.converter is None or not self.converter.matches(frame):  # first frame, or a size change
+            w, h = official_size(frame.width, frame.height, self.size, self.mode)
+            self.converter = Converter(frame, w, h, self.interpolation)
+            self.box = crop_offsets(w, h, self.size) if self.mode == "crop" else None
+        planes, _ = self.converter(frame)
+        if self.box is not None:  # crop in the stored orientation, as the release (which ignores rotation) does
+            left, top = self.box
+            planes = [p[top : top + self.size, left : left + self.size] for p in planes]
+        if quarter_turns:
+            planes = [np.rot90(p, quarter_turns) for p in planes]
+        return planes, self.converter.offset
 
 
 def _output_buffer(shape: tuple[int, ...]) -> np.ndarray:
@@ -151,16 +197,17 @@ def _output_buffer(shape: tuple[int, ...]) -> np.ndarray:
 class _Output:
     """One spec's sample clock and its [N, S, S, 3] result, filled in place (no final stack)."""
 
-    def __init__(self, spec: FrameSpec, start: float, expected_s: float) -> None:
-        self.spec, self.start, self.k = spec, start, 0
+    def __init__(self, spec: FrameSpec, start: float, expected_s: float, clock: OfficialClock | None) -> None:
+        self.spec, self.start, self.k, self.clock = spec, start, 0, clock
         capacity = max(1, math.ceil(expected_s * spec.fps + _EPS) + 1)
         capacity = min(capacity, max(1, _MAX_INITIAL_BYTES // (3 * spec.size**2)))  # header may lie
         self.buf = _output_buffer((capacity, spec.size, spec.size, 3))
         self.indices: list[int] = []
-        self.times: list[float] = []
+        self.times: list[float] = []  # pts of the picked frames
+        self.clock_times: list[float] = []  # official: the release's sample times (absolute)
 
     def due(self, until: float) -> int:
-        """How many of the next samples fall strictly before `until`."""
+        """exact: how many of the next samples fall strictly before `until`."""
         n = 0
         while self.start + (self.k + n) / self.spec.fps + _EPS < until:
             n += 1
@@ -178,15 +225,29 @@ class _Output:
         self.k += n
         return self.k - n, self.k
 
+    def sample_times(self, origin_s: float) -> np.ndarray:
+        if self.clock is None:
+            return self.start + np.arange(self.k, dtype=np.float64) / self.spec.fps
+        return np.asarray(self.clock_times, dtype=np.float64) - origin_s
+
     def array(self) -> np.ndarray:
         return self.buf[: self.k] if self.k > 0.8 * len(self.buf) else self.buf[: self.k].copy()
 
 
-def _convert_into(geometry: _Geometry, frame: av.VideoFrame, turns: int, targets: list) -> None:
-    rgba = geometry.convert(frame, turns)
+def _convert_into(geometry: _Geometry | _OfficialGeometry, frame: av.VideoFrame, turns: int, targets: list) -> None:
+    channels, offset = geometry.convert(frame, turns)
     for buf, a, b in targets:
+        slot = buf[a]
         for c in range(3):  # channel by channel: numpy copies a strided plane fast, an RGBA->RGB view slowly
-            buf[a:b, :, :, c] = rgba[:, :, c]
+            slot[:, :, c] = channels[c]
+        if offset > 0:  # saturating subtract, on contiguous memory
+            np.maximum(slot, offset, out=slot)
+            np.subtract(slot, offset, out=slot)
+        elif offset < 0:
+            np.minimum(slot, 255 + offset, out=slot)
+            np.add(slot, -offset, out=slot)
+        if b - a > 1:
+            buf[a + 1 : b] = slot
 
 
 class _Converter:
@@ -197,7 +258,7 @@ class _Converter:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="foleyscope-scale") if threaded else None
         self.pending: deque[Future[None]] = deque()
 
-    def submit(self, geometry: _Geometry, frame: av.VideoFrame, turns: int, targets: list) -> None:
+    def submit(self, geometry: _Geometry | _OfficialGeometry, frame: av.VideoFrame, turns: int, targets: list) -> None:
         if self.pool is None:
             _convert_into(geometry, frame, turns, targets)
             return
@@ -222,23 +283,33 @@ def extract_frames(
     start: float = 0.0,
     end: float | None = None,
     *,
+    frames: Rule = "official",
     progress: Callable[[float, float], None] | None = None,
 ) -> Frames:
     """Sample every spec over [start, end) from ONE decode of `path`'s first video stream.
 
-    `end` defaults to the stream's end (last frame's pts + its duration); an `end` past the stream
-    is clipped to it. `progress(done_s, total_s)` is called as decoding advances.
+    `frames`: "official" picks and resizes the frames the HunyuanVideo-Foley release would (its
+    clock, first frame at or after each sample, its filters; not its 15 s cap); "exact" samples at
+    start + k / fps showing the frame on screen then (module docstring). `end` defaults to the
+    stream's end (last frame's pts + its duration); an `end` past the stream is clipped to it.
+    With start == 0 the official rule also takes the samples before the first frame of a stream
+    that starts after 0 s (the release does). `progress(done_s, total_s)` is called as decoding
+    advances.
     """
     specs = tuple(specs)
     if not specs:
         raise FoleyscopeError("extract_frames needs at least one FrameSpec")
+    if frames not in RULES:
+        raise FoleyscopeError(f"frames must be one of {', '.join(RULES)}, got {frames!r}")
     if not (start >= 0 and math.isfinite(start)):
         raise FoleyscopeError(f"start must be a finite time >= 0, got {start}")
     if end is not None and not end > start:
         raise FoleyscopeError(f"end ({end}) must be after start ({start})")
 
+    official = frames == "official"
     keys = [(s.size, s.mode, s.interpolation.upper()) for s in specs]
-    geometries = {key: _Geometry(*key) for key in keys}
+    make = _OfficialGeometry if official else _Geometry
+    geometries = {key: make(*key) for key in keys}
     container = open_input(path)
     try:
         stream = check_video_stream(path, container)  # refuses what probe refuses, in the same words
@@ -252,30 +323,48 @@ def extract_frames(
     converter = _Converter(threaded=THREADED_CONVERSION)
     try:
         total = max(_expected_end(container, stream, end) - start, 1e-3)
-        outputs = [_Output(spec, start, total) for spec in specs]
+        first = tracker.start_s + start if start > 0 else None  # official: skip the clock's earlier samples
+        outputs = [_Output(spec, start, total, OfficialClock(spec.fps, first) if official else None) for spec in specs]
         turns = 0
         current: av.VideoFrame | None = None
         cur_time, cur_index, index = 0.0, 0, -1
+        origin_s, stop = 0.0, None
+        last_capped = -1.0  # the latest absolute frame time within the release's cap
         last_report = -math.inf
         window_end: float | None = None
 
-        def hand_out(until: float) -> None:
-            """Give the current frame to every sample due before `until`, converting it once."""
+        def submit(demand: list[tuple[_Output, int]], frame: av.VideoFrame, frame_index: int, time: float) -> None:
+            """Reserve each output's n samples for `frame` and convert it once per geometry."""
             jobs: dict[tuple[int, str, str], list] = {}
-            for out, key in zip(outputs, keys, strict=True):
-                n = out.due(until)
+            for (out, n), key in zip(demand, keys, strict=True):
                 if n:
-                    a, b = out.reserve(n, cur_index, cur_time, converter.drain)
+                    a, b = out.reserve(n, frame_index, time, converter.drain)
                     jobs.setdefault(key, []).append((out.buf, a, b))
             for key, targets in jobs.items():
-                converter.submit(geometries[key], current, turns, targets)
+                converter.submit(geometries[key], frame, turns, targets)
+
+        def hand_out(until: float) -> None:
+            """exact: give the current frame to every sample due before `until`."""
+            submit([(out, out.due(until)) for out in outputs], current, cur_index, cur_time)
 
         for frame, t in decoded:
             index += 1
             if current is None:
                 turns = round((frame.rotation or 0) / 90) % 4  # rotation: degrees counter-clockwise
-            else:
+                origin_s = tracker.start_s  # set from this frame when decoding from 0
+                stop = None if end is None else origin_s + end
+            elif not official:
                 hand_out(t if end is None else min(t, end))
+            abs_time = frame.time if frame.time is not None else origin_s + t  # the release's frame.time
+            if 0 <= abs_time <= OFFICIAL_MAX_S:
+                last_capped = max(last_capped, abs_time)
+            if official and abs_time >= 0:  # this frame is the first at or after the pending samples
+                demand = []
+                for out in outputs:
+                    taken = out.clock.take(abs_time, stop)
+                    out.clock_times.extend(taken)
+                    demand.append((out, len(taken)))
+                submit(demand, frame, index, t)
             if end is not None and t + _EPS >= end:
                 window_end = end if current is not None else None
                 break
@@ -297,7 +386,8 @@ def extract_frames(
                     f"{path}: no video in the requested window (starts at {start:g} s, "
                     f"video ends at {stream_end:.3f} s)"
                 )
-            hand_out(window_end)
+            if not official:  # the official rule emits nothing past the last frame
+                hand_out(window_end)
         converter.drain()
     finally:
         converter.close()
@@ -307,13 +397,19 @@ def extract_frames(
     duration = window_end - start
     if progress is not None:
         progress(duration, duration)
+    counts = None
+    if start == 0 and end is None:
+        counts = [count_up_to(spec.fps, last_capped) for spec in specs]
     return Frames(
         specs=specs,
         arrays=[out.array() for out in outputs],
-        times=[start + np.arange(out.k, dtype=np.float64) / out.spec.fps for out in outputs],
+        times=[out.sample_times(origin_s) for out in outputs],
         duration_s=duration,
         source_indices=[np.asarray(out.indices, dtype=np.int64) for out in outputs],
         source_times=[np.asarray(out.times, dtype=np.float64) for out in outputs],
+        rule=frames,
+        origin_s=origin_s,
+        official_counts=counts,
     )
 
 
@@ -327,8 +423,10 @@ def _decode(
     t, index = 0.0, -1
     try:
         if start > 0:  # keyframe at or before `start`, then decode forward
-            container.seek(origin + int(start / tb), stream=stream, backward=True, any_frame=False)
-        for frame in _frames(container, stream, tracker):
+            frames = _seek(container, stream, tracker, origin + int(start / tb))
+        else:
+            frames = _frames(container, stream, tracker)
+        for frame in frames:
             if start == 0 and index < 0 and frame.pts is not None:
                 tracker.origin = origin = frame.pts
             index += 1
@@ -340,6 +438,27 @@ def _decode(
     except av.error.FFmpegError as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise MediaError(f"{path}: video decoding failed near {t:.2f} s ({reason})") from None
+
+
+def _seek(
+    container: av.container.InputContainer, stream: av.VideoStream, tracker: SpanTracker, target: int
+) -> Iterator[av.VideoFrame]:
+    """Frames from a keyframe at or before `target` (ticks) on. Some demuxers (MPEG-TS, which has no
+    index) can land on a keyframe past it: then seek again 1, 2, 4 ... s further back, at worst to
+    the stream's start."""
+    back, second = 0, max(1, round(1 / tracker.time_base))
+    while True:
+        pos = max(target - back, tracker.origin)
+        container.seek(pos, stream=stream, backward=True, any_frame=False)
+        frames = _frames(container, stream, tracker)
+        first = next(frames, None)
+        if first is None or first.pts is None or first.pts <= target or pos == tracker.origin:
+            break
+        frames.close()
+        back = back * 2 or second
+    if first is not None:
+        yield first
+    yield from frames
 
 
 def _frames(
