@@ -257,3 +257,26 @@ def test_without_guidance_the_prompt_row_keeps_the_padding_of_the_pair(pipe, mak
     alone = pipe.components.text_encoder([prompt])[0]
     assert alone.shape[1] < pair.shape[1], "the prompt alone is shorter: the case that differed"
     assert seen[0].shape[0] == 1 and torch.equal(seen[0], pair[1:].to(seen[0].dtype))
+
+
+@pytest.mark.parametrize("rule", ["official", "exact"])
+def test_the_frame_rule_reaches_the_reader(pipe, make_clip, monkeypatch, rule):
+    import foleyscope.engine.pipeline as pipeline_module
+
+    seen = []
+    real = pipeline_module.extract_frames
+    monkeypatch.setattr(pipeline_module, "extract_frames",
+                        lambda *a, **k: seen.append(k["frames"]) or real(*a, **k))
+    chosen = FoleyPipeline(pipe.components, pipe.preset, pipe.device, pipe.mode, frames=rule)
+    chosen(make_clip(width=64, height=36, seconds=0.8, fps=25), "x", steps=1, seed=0)
+    assert seen == [rule]
+
+
+def test_generate_takes_the_frame_rule(make_clip, tmp_path):
+    clip = make_clip(width=64, height=36, seconds=0.8, fps=30)
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    common = ["--prompt", "x", "--steps", "1", "--seed", "0", "--dtype", "fp32"]
+    assert main(["generate", str(clip), *common, "-o", str(a)]) == 0
+    assert main(["generate", str(clip), *common, "--frames", "exact", "-o", str(b)]) == 0
+    x, y = sf.read(a)[0], sf.read(b)[0]
+    assert len(x) == len(y) and not np.allclose(x, y), "30 fps: the two rules feed the models other frames"

@@ -105,7 +105,7 @@ def _job(args: argparse.Namespace, preset: str, mode: Mode, video: Path, out_dir
 
     def run() -> Any:
         with StageProgress(console) as progress, listening(progress):
-            pipe = FoleyPipeline.load(preset, args.weights, args.device, mode)
+            pipe = FoleyPipeline.load(preset, args.weights, args.device, mode, frames=args.frames)
             return run_job(pipe, job)
 
     return run

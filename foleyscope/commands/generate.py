@@ -51,7 +51,10 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", choices=("euler", "heun"), default="euler")
     p.add_argument("--seed", type=int, default=None, help="seed for the initial noise, 0 to 2**63-1")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    add_mode_args(p)  # --dtype, --attention, --compile: one flag per field of engine.modes.Mode
+    add_mode_args(p)  # --dtype, --attention, --encoders, --compile: one flag per field of engine.modes.Mode
+    p.add_argument("--frames", choices=("official", "exact"), default="official",
+                   help="which frames the models see: the official pipeline's picks (what the released "
+                        "checkpoints were made with) or those exactly at each sample time (docs/frames.md)")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -250,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.weights is None:
         notice("No --weights: tiny preset with random weights, so the sound is untrained noise.")
-    pipe = FoleyPipeline.load(preset, args.weights, args.device, mode)
+    pipe = FoleyPipeline.load(preset, args.weights, args.device, mode, frames=args.frames)
     notice(f"model: {preset} on {pipe.device} ({pipe.mode.describe()})")
     if pipe.device.type == "cpu" and pipe.mode.dtype == "fp16":
         notice("fp16 on a CPU is emulated and very slow; --dtype auto picks fp32 or bf16.")

@@ -29,6 +29,7 @@ from foleyscope.engine.presets import Components, Preset, build_components, get_
 from foleyscope.engine.sampler import Solver, Velocity, sample
 from foleyscope.engine.windows import LatentLayout, Window, join, official_latent_count, plan_windows
 from foleyscope.media.frames import FrameSpec, extract_frames
+from foleyscope.media.picking import Rule as FrameRule
 from foleyscope.stages import Stage
 from foleyscope.trace import ModeReport, Progress, StageFlops, emit, listening, stage
 from foleyscope.trace.events import Listener, publish
@@ -69,10 +70,14 @@ class Conditions:
 
 
 class FoleyPipeline:
-    def __init__(self, components: Components, preset: Preset, device: torch.device, mode: Mode = FP32):
-        """`mode` must be resolved (no `auto` dtype); `load` resolves it and applies its switches."""
+    def __init__(self, components: Components, preset: Preset, device: torch.device, mode: Mode = FP32,
+                 frames: FrameRule = "official"):
+        """`mode` must be resolved (no `auto` dtype); `load` resolves it and applies its switches.
+        `frames`: which frames the models see (docs/frames.md): the official pipeline's picks (what the
+        released checkpoints were made with) or the exact ones at each sample time."""
         self.components, self.preset, self.device, self.mode = components, preset, device, mode
         self.dtype = mode.torch_dtype
+        self.frames = frames
 
     @classmethod
     def load(
@@ -82,6 +87,7 @@ class FoleyPipeline:
         device: str = "auto",
         mode: Mode | None = None,
         seed: int = 0,
+        frames: FrameRule = "official",
     ) -> FoleyPipeline:
         """Build the components for `preset` (a name, or a Preset such as a benchmark's own) from
         `weights` (official files) or seeded random weights, in `mode` (default: Mode(), all automatic)."""
@@ -94,7 +100,7 @@ class FoleyPipeline:
             components = build_components(spec, weights, dev, mode.torch_dtype, seed=seed,
                                           encoder_dtype=mode.encoder_dtype)
             apply(components, mode)
-        return cls(components, spec, dev, mode)
+        return cls(components, spec, dev, mode, frames)
 
     def report_mode(self) -> None:
         """Tell an active tracer how this call runs (every call: a pipeline loaded before the doctor
@@ -131,7 +137,7 @@ class FoleyPipeline:
         clip_spec = FrameSpec(p.clip_fps, c.visual_encoder.image_size, "squash")
         sync_spec = FrameSpec(p.sync_fps, p.sync.image_size, "crop", interpolation="BICUBIC")
         with stage(Stage.DECODE):
-            frames = extract_frames(video, [clip_spec, sync_spec], progress=_decode_progress)
+            frames = extract_frames(video, [clip_spec, sync_spec], frames=self.frames, progress=_decode_progress)
         duration = frames.duration_s
         n8, n25 = frames.official_counts or [len(a) for a in frames.arrays]  # what the release keeps (15 s cap)
         windows, latent_len = self._plan(duration, n25)
