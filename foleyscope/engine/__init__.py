@@ -1,2 +1,2 @@
 """The inference engine: presets, weights, modes, sampler, windows, the pipeline and jobs.
-It imports nothing from foleyscope.doctor."""
+It never imports the doctor (tests/test_jobs.py checks every module)."""
