@@ -21,6 +21,14 @@ from foleyscope.media.synth import SynthSpec, make_video
 from foleyscope.stages import Stage
 
 
+@pytest.fixture(autouse=True)
+def in_a_work_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Fix commands write into the current folder, as a user's shell would: a fresh one per test."""
+    folder = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(folder)
+    return folder
+
+
 def run_fix(command: str) -> Path:
     """Run a finding's fix exactly as a user would type it, through the CLI."""
     argv = shlex.split(command)
@@ -100,6 +108,7 @@ def test_long_clip_is_its_own_finding_and_savings_add_up(tmp_path: Path):
     info = probe(clip)
     findings = check_input(info, str(clip), {})
     assert [f.id for f in findings] == ["input_long_clip"]
+    assert shlex.split(findings[0].fix)[4] == "long_first15s.mp4", "a named output in the current folder"
     assert shlex.split(findings[0].fix)[5:] == ["--max-seconds", "15"]
     assert findings[0].severity == "info" and findings[0].est_saving_s > 0
 
@@ -119,6 +128,8 @@ def test_long_clip_is_its_own_finding_and_savings_add_up(tmp_path: Path):
     assert norm.est_saving_s + got["input_long_clip"].est_saving_s == pytest.approx(both, abs=1e-3)
     # normalising alone must not trim: it keeps the whole clip
     assert shlex.split(norm.fix)[-2:] == ["--max-seconds", "16"]
+    outputs = {shlex.split(f.fix)[4] for f in got.values()}
+    assert outputs == {"long_normalised.mp4", "long_first15s.mp4"}, "two fixes, two files"
 
 
 def test_variable_frame_rate_and_deep_pixels_are_fixed_by_prep(tmp_path: Path):

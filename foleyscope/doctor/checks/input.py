@@ -146,7 +146,7 @@ def _normalising(a: _Audit) -> Found | None:
                           "same clip is generated more than once (prompts, seeds, retries) or is uploaded; "
                           "--try-fixes reports its time"),
         },
-        fix=prep_command(a.video_path, _prep_output(a.video_path), keep_all),
+        fix=prep_command(a.video_path, _prep_output(a.video_path, "normalised"), keep_all),
         est_saving_s=round(a.decode_s * (1 - a.ratio), 4),
         fix_prep=prep_kwargs(keep_all),
     )
@@ -266,7 +266,7 @@ def _long_clip(a: _Audit) -> Found | None:
             "note": "trimming drops the rest of the clip; keep it if you need sound for all of it "
                     "(the engine windows long clips)",
         },
-        fix=prep_command(a.video_path, _prep_output(a.video_path), all_flags),
+        fix=prep_command(a.video_path, _prep_output(a.video_path, f"first{a.limits.window_s:g}s"), all_flags),
         est_saving_s=round(saving, 4),
         fix_prep=prep_kwargs(all_flags),
     )
@@ -330,9 +330,13 @@ def _container_name(container: str | None, video_path: str) -> str:
     return (container or Path(video_path).suffix.lstrip(".") or "unknown").upper()
 
 
-def _prep_output(video_path: str) -> str:
-    p = Path(video_path)
-    return str(p.with_name(p.stem + "_prep.mp4"))
+def _prep_output(video_path: str, what: str) -> str:
+    """The fix's own output, in the current folder (the input's may be read-only or far away), named
+    for what it holds so two fixes never write the same file, and never the input itself."""
+    name = f"{Path(video_path).stem}_{what}.mp4"
+    if Path(name).resolve() == Path(video_path).resolve():
+        name = f"{Path(video_path).stem}_{what}_prep.mp4"
+    return name
 
 
 def _probed(info: MediaInfo) -> dict[str, Any]:
