@@ -58,7 +58,7 @@ def test_planted_4k_hevc_mkv_is_found_first_and_try_fixes_measures_the_saving(ma
     r = tmp_path / "r.json"
     # --dtype auto: the engine runs the dtype the probe measures fastest, so no precision finding competes
     assert main(["doctor", str(clip), "--prompt", "x", "--steps", "1", "--dtype", "auto", "--try-fixes",
-                 "--json", str(r)]) == 0
+                 "--repeat", "1", "--json", str(r)]) == 0
     report = json.loads(r.read_text())
     first = top_planted(report["findings"])
     assert first["id"] == "input_needs_normalising", [(f["id"], f["est_saving_s"]) for f in report["findings"]]
@@ -140,6 +140,11 @@ def test_attention_math_is_found_and_try_fixes_reruns_in_the_findings_mode(make_
     assert sdpa["fix_mode"] == {"attention": "auto"} and sdpa["evidence"]["attention"] == "math"
     tried = sdpa["extra"]["try_fix"]
     assert "attention auto" in tried["change"] and tried["fixed_s"] > 0 and tried["baseline_s"] > 0
+    assert len(tried["fixed_runs_s"]) == len(tried["baseline_runs_s"]) == 3, "median of 3 by default"
+    assert tried["fixed_s"] == pytest.approx(sorted(tried["fixed_runs_s"])[1], abs=1e-3)
+    assert tried["spread_s"] == pytest.approx(max(tried["fixed_runs_s"]) - min(tried["fixed_runs_s"]), abs=2e-3)
+    helped = [f["measured_saving_s"] is None or f["measured_saving_s"] > 0 for f in report["findings"]]
+    assert helped == sorted(helped, reverse=True), "a fix measured not to help ranks after every other"
     assert sdpa["measured_saving_s"] == pytest.approx(tried["baseline_s"] - tried["fixed_s"], abs=1e-9)
     # a fix that is not a mode or an input change is said so, not re-run
     for f in report["findings"]:

@@ -137,3 +137,15 @@ def test_every_check_is_registered_and_documented() -> None:
         assert registry[cid] == (chk.step, line)
         assert f"`{cid}`" in docs, f"{cid} missing from docs/doctor.md"
     assert [registry[c][0] for c in registry] == sorted(registry[c][0] for c in registry)
+
+
+def test_a_fix_measured_not_to_help_is_said_so_and_ranked_last() -> None:
+    from foleyscope.doctor.finding import Finding, rank
+
+    def finding(fid: str, est: float, measured: float | None) -> Finding:
+        return Finding(fid, 3, "warning", fid, {}, "fix", est, measured_saving_s=measured)
+
+    big_but_useless, small, untried = finding("a", 5.0, -0.09), finding("b", 1.0, 0.8), finding("c", 0.5, None)
+    assert [f.id for f in rank([big_but_useless, small, untried])] == ["b", "c", "a"]
+    assert big_but_useless.measured_lines() == ["tried: did not help (+0.09 s)"]
+    assert small.measured_lines() == ["measured 0.80 s"]

@@ -4,6 +4,7 @@ server with --server), and print findings ranked by the seconds each fix would s
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--server", default=None, metavar="URL", help="also audit this HTTP endpoint (step 5)")
     p.add_argument("--parallel", type=int, default=4, help="concurrent requests for the --server audit")
     p.add_argument("--try-fixes", action="store_true", help="re-run with each applicable fix and measure it")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="--try-fixes: runs of the baseline and of each fix (median compared, spread shown; default 3)")
     p.add_argument("--sample-hz", type=float, default=10.0, help="resource sampling rate (default 10)")
     p.add_argument("--top", type=int, default=10,
                    help="findings listed in the terminal (default 10; 0: none, only their count; all are in "
@@ -74,6 +77,8 @@ def _check_report_args(args: argparse.Namespace) -> None:
             raise FoleyscopeError(f"{flag} {path}: must end in {' or '.join(suffixes)}")
         if path is not None:
             check_output_path(path)
+    if args.repeat < 1:
+        raise FoleyscopeError(f"--repeat must be at least 1, got {args.repeat}")
     if args.parallel < 1 or args.sample_hz < 0:
         raise FoleyscopeError("--parallel must be >= 1 and --sample-hz >= 0")
     if args.top < 0:
@@ -120,27 +125,27 @@ def _diagnosed_run(args, preset: str, video: Path, ctx, console):
 
 
 def _try_fixes(report, args, preset: str, console) -> None:
-    """Re-run the same job once per fix that is a mode (`finding.fix_mode`) or an input change
-    (`finding.fix_prep`); measured saving = baseline total - fixed total.
+    """Re-run the same job --repeat times per fix that is a mode (`finding.fix_mode`) or an input change
+    (`finding.fix_prep`); measured saving = median baseline - median fixed, the runs' spread beside it.
+    A fix that measures no faster is ranked after every other.
 
     The baseline is a re-run of the unchanged job, not the diagnosed run: re-runs in this process find
     caches warm (the dtype measurement, imports, the OS file cache), and comparing a warm fixed run with
     the cold first run would credit the fix with that warm-up."""
     import time
 
+    from foleyscope.doctor.finding import rank
     from foleyscope.engine.device import resolve_device
     from foleyscope.engine.modes import resolve
     from foleyscope.media.prep import prep
-    from foleyscope.trace import Tracer
 
     mode = resolve(mode_from_args(args), resolve_device(args.device))  # measured already: cached
     fixes = [_fixed_mode(f, mode) for f in report.findings]
     if not any(m is not None or f.fix_prep for f, m in zip(report.findings, fixes, strict=True)):
         return
-    notice("--try-fixes: re-running the unchanged job for a warm baseline")
-    with tempfile.TemporaryDirectory(prefix="foleyscope-fix-") as tmp, Tracer() as tracer:
-        _job(args, preset, mode, args.video, Path(tmp), console)()
-    baseline = tracer.total_s
+    notice(f"--try-fixes: {args.repeat} run(s) of the unchanged job for a warm baseline")
+    with tempfile.TemporaryDirectory(prefix="foleyscope-fix-") as tmp:
+        baseline = _runs(_job(args, preset, mode, args.video, Path(tmp), console), args.repeat)
     for finding, fixed in zip(report.findings, fixes, strict=True):
         if fixed is None and not finding.fix_prep:
             finding.extra["try_fix"] = "not re-run: this fix changes code or deployment, not a mode or the input"
@@ -158,13 +163,28 @@ def _try_fixes(report, args, preset: str, console) -> None:
                     finding.extra["try_fix"] = f"prep failed: {exc}"
                     continue
                 prep_s = time.perf_counter() - start
-            with Tracer() as tracer:
-                _job(args, preset, fixed or mode, video, Path(tmp), console)()
-        base_s, fixed_s = round(baseline, 3), round(tracer.total_s, 3)
+            runs = _runs(_job(args, preset, fixed or mode, video, Path(tmp), console), args.repeat)
+        base_s, fixed_s = round(statistics.median(baseline), 3), round(statistics.median(runs), 3)
         finding.measured_saving_s = round(base_s - fixed_s, 3)  # from the printed numbers, so they add up
         finding.extra["try_fix"] = {"change": what, "baseline_s": base_s, "fixed_s": fixed_s,
+                                    "baseline_runs_s": [round(x, 3) for x in baseline],
+                                    "fixed_runs_s": [round(x, 3) for x in runs],
+                                    "spread_s": round(max(runs) - min(runs), 3),
                                     "first_run_s": round(report.total_s, 3),
                                     "prep_s": None if prep_s is None else round(prep_s, 3)}
+    report.findings = rank(report.findings)
+
+
+def _runs(job: Callable[[], Any], repeat: int) -> list[float]:
+    """Traced wall time of `repeat` runs of `job` (stage boundaries synchronise the device)."""
+    from foleyscope.trace import Tracer
+
+    times = []
+    for _ in range(repeat):
+        with Tracer() as tracer:
+            job()
+        times.append(tracer.total_s)
+    return times
 
 
 def _fixed_mode(finding: Any, mode: Mode) -> Mode | None:

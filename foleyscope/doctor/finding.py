@@ -29,14 +29,25 @@ class Finding:
         """What --try-fixes measured, for the reports: the saving, and prep's one-off cost if any."""
         if self.measured_saving_s is None:
             return []
+        if not self.helped():
+            return [f"tried: did not help ({-self.measured_saving_s:+.2f} s)"]
         lines = [f"measured {self.measured_saving_s:.2f} s"]
+        tried = self.extra.get("try_fix")
+        if isinstance(tried, dict) and tried.get("spread_s"):
+            lines[0] += f" (runs spread {tried['spread_s']:.2f} s)"
         tried = self.extra.get("try_fix")
         if isinstance(tried, dict) and tried.get("prep_s") is not None:
             lines.append(f"(prep: {tried['prep_s']:.1f} s once per file)")
         return lines
 
 
+    def helped(self) -> bool:
+        """False only when --try-fixes applied the fix and the run was not faster."""
+        return self.measured_saving_s is None or self.measured_saving_s > 0
+
+
 def rank(findings: list[Finding]) -> list[Finding]:
-    """Largest estimated saving first; severity breaks ties so a zero-saving critical still leads."""
+    """Largest estimated saving first; severity breaks ties so a zero-saving critical still leads. A fix
+    that --try-fixes measured not to help goes after every other, whatever its estimate."""
     order = {"critical": 0, "warning": 1, "info": 2}
-    return sorted(findings, key=lambda f: (-f.est_saving_s, order[f.severity], f.id))
+    return sorted(findings, key=lambda f: (not f.helped(), -f.est_saving_s, order[f.severity], f.id))
