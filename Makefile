@@ -19,6 +19,8 @@ demo: $(STAMP)
 	$(VENV)/bin/foleyscope probe assets/demo.mp4
 	$(VENV)/bin/foleyscope generate assets/demo.mp4 --prompt "a ball bouncing off the floor and walls" \
 		--seed 0 -o out/demo.wav --mux out/demo.mp4
+	$(VENV)/bin/foleyscope doctor assets/demo.mp4 --prompt "a ball bouncing off the floor and walls" \
+		--seed 0 --steps 10 --top 5 --html out/report.html
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -149,3 +149,15 @@ def test_a_fix_measured_not_to_help_is_said_so_and_ranked_last() -> None:
     assert [f.id for f in rank([big_but_useless, small, untried])] == ["b", "c", "a"]
     assert big_but_useless.measured_lines() == ["tried: did not help (+0.09 s)"]
     assert small.measured_lines() == ["measured 0.80 s"]
+
+
+def test_the_terminal_report_reads_at_80_columns(report: Report) -> None:
+    console = Console(record=True, width=80)
+    report.print_terminal(console)
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    first = next(i for i, line in enumerate(lines) if line.startswith("1. stall"))
+    assert "saves ~" in lines[first] and any(line.strip().startswith("fix:") for line in lines[first:first + 8])
+    table = lines[next(i for i, line in enumerate(lines) if line.strip() == "Stages"):]
+    rows = [line for line in table if line.split()[:1] in (["decode"], ["denoise"], ["stuck"], ["total"])]
+    assert len(rows) == 4 and all(re.search(r"\d+\.\d\d\s+\d+\.\d%", row) for row in rows), rows

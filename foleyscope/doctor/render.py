@@ -53,6 +53,22 @@ def _bytes(n: int | None) -> str:
     return ""
 
 
+def _print_finding(console: Any, i: int, f: Any, total_s: float) -> None:
+    """One finding as a block that reads at any width: the headline, then the title, each evidence
+    number and the fix on lines of their own (a table column would split them at 80 columns)."""
+    from rich.markup import escape
+    from rich.padding import Padding
+
+    share = f.est_saving_s / total_s if total_s else 0
+    measured = "; ".join(f.measured_lines())
+    console.print(f"[bold]{i}. {f.id}[/bold] ({f.severity}, step {f.step}): saves ~{f.est_saving_s:.2f} s "
+                  f"({share:.0%})" + (f"; {escape(measured)}" if measured else ""))
+    lines = [escape(f.title)] + [f"[dim]·[/dim] {escape(item)}" for item in _evidence_text(f.evidence).split("; ")
+                                 if item]
+    for line in [*lines, f"[green]fix:[/green] {escape(f.fix)}"]:
+        console.print(Padding(line, (0, 0, 0, 3)))  # wrapped lines keep the indent
+
+
 def print_terminal(report: Report, console: Any = None, *, top: int = 10) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -67,24 +83,22 @@ def print_terminal(report: Report, console: Any = None, *, top: int = 10) -> Non
         n = len(report.findings)
         console.print(f"{n} finding{'s' if n > 1 else ''} (listed with --top N, and in --json/--html)")
     elif report.findings:
-        t = Table(title="Findings, largest estimated saving first", title_justify="left", show_lines=True)
-        for col in ("#", "saves ~", "step", "finding", "evidence", "fix"):
-            t.add_column(col, overflow="fold")
+        console.print("\n[bold]Findings, largest estimated saving first[/bold]")
         for i, f in enumerate(report.findings[:top], 1):
-            share = f.est_saving_s / report.total_s if report.total_s else 0
-            saving = f"{f.est_saving_s:.2f} s ({share:.0%})"
-            saving = "\n".join([saving, *f.measured_lines()])
-            t.add_row(str(i), saving, str(f.step), f"[bold]{f.id}[/bold] ({f.severity})\n{f.title}",
-                      _evidence_text(f.evidence), f.fix)
-        console.print(t)
+            _print_finding(console, i, f, report.total_s)
         if len(report.findings) > top:
             console.print(f"... and {len(report.findings) - top} more in --json/--html")
     else:
         console.print("[green]No findings[/green]: no check saw time worth saving in this run.")
 
-    st = Table(title="Stages", title_justify="left")
-    for col in ("stage", "seconds", "share", "", "steps/s", "peak mem", "reading"):
-        st.add_column(col, justify="right" if col in ("seconds", "share", "steps/s", "peak mem") else "left")
+    bars = console.width >= 100  # at 80 columns the bar would squeeze the readings into many lines
+    from rich import box
+
+    st = Table(title="\nStages", title_justify="left", box=box.HEAVY_HEAD if bars else box.SIMPLE_HEAD,
+               pad_edge=bars)
+    for col in ("stage", "seconds", "share", *([""] if bars else []), "steps/s", "peak mem", "reading"):
+        numeric = col in ("seconds", "share", "steps/s", "peak mem")
+        st.add_column(col, justify="right" if numeric else "left", no_wrap=col != "reading")
     top_names = report.top_level
     shown = round_to_total([report.stages[n]["seconds"] for n in top_names], report.total_s)
     rounded = dict(zip(top_names, shown, strict=True))
@@ -102,12 +116,12 @@ def print_terminal(report: Report, console: Any = None, *, top: int = 10) -> Non
             label if name in rounded else f"[dim]{label}[/dim]",
             f"{secs:.2f}",
             f"{pct:.1f}%",
-            "█" * max(0, round(share * BAR)) or ("▏" if share > 0 else ""),
+            *(["█" * max(0, round(share * BAR)) or ("▏" if share > 0 else "")] if bars else []),
             f"{sps:.2f}" if sps else "",
             _bytes(row.get("peak_mem_bytes")),
-            row.get("reading") or "",
+            (row.get("reading") or "") if bars else (row.get("reading") or "").replace("CPU-bound, ", "CPU "),
         )
-    st.add_row("[bold]total[/bold]", f"[bold]{report.total_s:.2f}[/bold]", "100.0%", "", "", "", "")
+    st.add_row("[bold]total[/bold]", f"[bold]{report.total_s:.2f}[/bold]", "100.0%", *[""] * (4 if bars else 3))
     console.print(st)
     console.print("[dim]Nested stages (indented) are part of their parent; top-level rows add up to the "
                   "total.[/dim]")

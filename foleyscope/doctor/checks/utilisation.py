@@ -80,8 +80,8 @@ def reading(run: RunData, st: StageStats) -> str:
     if row != "cpu":
         return PHRASES[row]
     wait = st.wait_cores or 0.0
-    starved = f", {wait:.1f} waiting for a core" if wait >= IDLE_CORES else ""
-    return f"CPU-bound ({st.busy_cores:.1f} of {run.ncores} cores{starved})"
+    starved = f", {wait:.1f} waiting" if wait >= IDLE_CORES else ""  # cores' worth of threads kept off a core
+    return f"CPU-bound, {st.busy_cores:.1f}/{run.ncores} cores{starved}"
 
 
 def _stages_in(run: RunData, row: Row) -> list[StageStats]:
