@@ -19,8 +19,9 @@ import av
 import numpy as np
 import pytest
 
+from foleyscope.errors import MediaError
 from foleyscope.media.audio import mux
-from foleyscope.media.frames import FrameSpec, extract_frames
+from foleyscope.media.frames import SYNCHFORMER, FrameSpec, extract_frames
 from foleyscope.media.probe import probe
 from foleyscope.media.synth import SynthSpec, frame_times, index_frame, make_video, read_index
 
@@ -198,3 +199,25 @@ def test_mux_starts_at_zero_and_ends_with_the_video(inputs, tmp_path, name, suff
         assert abs(float(streams["audio"]["start_time"])) <= AAC_FRAME + 1e-3
         if "duration" in streams["audio"]:  # MP4 stores per-stream durations, Matroska does not
             assert float(streams["audio"]["duration"]) == pytest.approx(span, abs=AAC_FRAME)
+
+
+def test_a_matroska_stream_starting_late_is_not_called_truncated_but_a_cut_one_is(tmp_path):
+    """Matroska counts its duration (and DURATION tags) from zero, MPEG-TS from the start time: a
+    video whose first frame is at 1.4 s is complete; the same file cut short is still refused."""
+    with av.open(str(tmp_path / "late.mkv"), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 90, "yuv420p"
+        stream.options = {"crf": "23", "preset": "ultrafast", "g": "10"}
+        for i in range(100):
+            frame = av.VideoFrame.from_ndarray(np.full((90, 160, 3), i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = 35 + i, Fraction(1, 25)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    late = tmp_path / "late.mkv"
+    info = probe(late)
+    assert (info.start_s, info.duration_s) == (pytest.approx(1.4), pytest.approx(4.0))
+    assert extract_frames(late, [SYNCHFORMER]).duration_s == pytest.approx(4.0)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(late.read_bytes()[: late.stat().st_size * 2 // 5])
+    with pytest.raises(MediaError, match="truncated"):
+        probe(cut)

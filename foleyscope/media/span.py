@@ -90,7 +90,9 @@ class SpanTracker:
         if container.duration:
             start = (container.start_time or 0) / 1e6
             promised = container.duration / 1e6
-            if self.reached is None or self.reached < start + promised - _slack(promised):
+            # MPEG-TS/PS count the duration from the start time, Matroska from zero: the data must reach
+            # the nearer of the two ends (a stream starting late is not cut short)
+            if self.reached is None or self.reached < min(promised, start + promised) - _slack(promised):
                 got = f"{self.reached - start:.2f} s" if self.reached is not None else "nothing near the end"
                 raise MediaError(f"{path}: truncated file (header says {promised:.2f} s, data stops at {got})")
         declared = stream_duration(self.stream)
@@ -99,7 +101,7 @@ class SpanTracker:
             slack = _slack(declared)
             if strict:
                 slack = min(slack, max(3 * self.period_s, 0.02 * declared))
-            if span < declared - slack:
+            if max(span, span + self.start_s) < declared - slack:  # a DURATION tag may count from zero
                 raise MediaError(f"{path}: truncated file (header says {declared:.2f} s of video, "
                                  f"data stops at {span:.2f} s)")
 
