@@ -7,9 +7,13 @@ DIR is a copy of https://github.com/Tencent-Hunyuan/HunyuanVideo-Foley (e.g. `gi
 unpack a release archive) and is never part of this repository. Its frame reader needs `einops` and
 `loguru`, its DAC module `einops`, `argbind` and `tqdm`, its denoiser `diffusers`: install them
 outside our venv, e.g. `.venv/bin/pip install --target /tmp/official-deps einops loguru argbind tqdm
-requests && .venv/bin/pip install --no-deps --target /tmp/official-deps diffusers==0.35.2`, and pass
-`--deps /tmp/official-deps`. `audiotools` (its training toolkit, which the DAC module imports at the
-top but decoding never calls) is replaced by an empty shim here.
+requests && .venv/bin/pip install --no-deps --target /tmp/official-deps diffusers==0.35.2 timm==1.0.22
+omegaconf==2.3.0 antlr4-python3-runtime==4.9.3`, and pass `--deps /tmp/official-deps`. Its Synchformer
+module imports torchvision and torchaudio at the top (timm too), which do not import beside our torch
+pin; its video branch uses neither, so empty stand-ins are registered for them, and for two
+transformers helpers its audio branch names that transformers 5 removed. `audiotools` (its training
+toolkit, which the DAC module imports at the top but decoding never calls) is replaced by an empty
+shim here.
 
 Stages compared (medians over --repeat, each after one warm-up, interleaved ours/official):
 - frames: the official `get_frames_av` at 8 fps and again at 25 fps (two full decodes, every picked
@@ -19,6 +23,8 @@ Stages compared (medians over --repeat, each after one warm-up, interleaved ours
   tensors), against our single-pass `extract_frames`, which resizes inside the scaler.
 - vae_decode: the official `DAC.decode` against our `DacVAE.decode`, the same random weights (ours
   loaded into theirs by state dict: the output must match to the bit) at --vae-dim decoder width.
+- sync_encode: the official `Synchformer` (video branch, release size) against our `SyncEncoder` on the
+  same normalised segments, the same random weights (ours loaded into theirs by state dict).
 - denoise step: one CFG forward (batch 2) of the official `HunyuanVideoFoley` against ours
   (`prepare()` once, then the step), the same random weights (ours loaded into theirs), at the
   benchmarks' `mid` structure (the XL design at 768 wide, 4 dual + 8 single blocks) and --dtype.
@@ -72,7 +78,74 @@ def import_official(src: Path, deps: Path | None) -> types.SimpleNamespace:
     from hunyuanvideo_foley.models.hifi_foley import HunyuanVideoFoley
     from hunyuanvideo_foley.utils.feature_utils import get_frames_av
 
-    return types.SimpleNamespace(DAC=DAC, get_frames_av=get_frames_av, Foley=HunyuanVideoFoley, src=src)
+    _stand_in("torchvision", "torchaudio")
+    import transformers.pytorch_utils as pytorch_utils
+
+    for name in ("find_pruneable_heads_and_indices", "prune_linear_layer"):  # gone in transformers 5
+        if not hasattr(pytorch_utils, name):
+            setattr(pytorch_utils, name, None)
+    from hunyuanvideo_foley.models.synchformer.synchformer import Synchformer
+
+    return types.SimpleNamespace(DAC=DAC, get_frames_av=get_frames_av, Foley=HunyuanVideoFoley, src=src,
+                                 Synchformer=Synchformer)
+
+
+class _Anything(type):
+    """A stand-in class whose every attribute is another stand-in (enum members, nested classes)."""
+
+    def __getattr__(cls, attr: str) -> type:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Anything(attr, (), {"__init__": lambda self, *a, **k: None})
+
+    def __hash__(cls) -> int:
+        return id(cls)
+
+
+def _stand_in(*roots: str) -> None:
+    """Importing anything under `roots` gives an empty module whose names are stand-ins."""
+    import importlib.abc
+    import importlib.machinery
+
+    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):  # noqa: ANN001, ANN202
+            if name.split(".")[0] in roots:
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+            return None
+
+        def create_module(self, spec):  # noqa: ANN001, ANN202
+            module = types.ModuleType(spec.name)
+            module.__path__ = []
+
+            def anything(attr: str) -> type:
+                if attr.startswith("__"):
+                    raise AttributeError(attr)
+                return _Anything(attr, (), {"__init__": lambda self, *a, **k: None})
+
+            module.__getattr__ = anything
+            return module
+
+        def exec_module(self, module) -> None:  # noqa: ANN001
+            pass
+
+    sys.meta_path.insert(0, Finder())
+
+
+def sync_pair(off: types.SimpleNamespace, segments: int):
+    """(ours, theirs) Synchformer video-branch callables on the same weights and segments, and their
+    max relative difference."""
+    from foleyscope.model.synchformer import SYNC_PRESETS, SyncEncoder
+
+    torch.manual_seed(0)
+    ours = SyncEncoder(SYNC_PRESETS["official"]).eval()
+    theirs = off.Synchformer().eval()
+    theirs.load_state_dict(ours.state_dict(), strict=False)  # its audio branch stays unused
+    x = torch.randn(segments, 1, 16, 3, 224, 224)  # normalised segments, channels first (theirs)
+    channels_last = x[:, 0].permute(0, 1, 3, 4, 2).contiguous()  # ours
+    mine = lambda: ours.vfeat_extractor(channels_last)  # noqa: E731
+    official = lambda: theirs(x)  # noqa: E731
+    a, b = mine().reshape(-1), official().reshape(-1)
+    return mine, official, float((a - b).norm() / b.norm())
 
 
 def denoise_pair(off: types.SimpleNamespace, seconds: float, dtype: torch.dtype):
@@ -147,6 +220,7 @@ def main() -> int:
     ap.add_argument("--vae-dim", type=int, default=512, help="decoder width (2048 is the release's)")
     ap.add_argument("--clip", default="640x360")
     ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="of the denoiser step")
+    ap.add_argument("--sync-segments", type=int, default=2, help="Synchformer segments (16 frames each)")
     args = ap.parse_args()
     off = import_official(args.official_src.resolve(), args.deps)
     w, h = map(int, args.clip.split("x"))
@@ -168,6 +242,12 @@ def main() -> int:
         same = torch.equal(ours_vae.decode(z), theirs_vae.decode(z))
         ours_t, theirs_t = side_by_side(lambda: ours_vae.decode(z), lambda: theirs_vae.decode(z), args.repeat)
     rows.append((f"vae_decode (decoder {args.vae_dim})", ours_t, theirs_t, "bit-identical" if same else "DIFFERS"))
+
+    with torch.inference_mode():
+        mine, official, rel = sync_pair(off, args.sync_segments)
+        ours_t, theirs_t = side_by_side(mine, official, args.repeat)
+    rows.append((f"sync_encode ({args.sync_segments} segments, release size, fp32)", ours_t, theirs_t,
+                 f"rel diff {rel:.1e}"))
 
     dtype = getattr(torch, DTYPES[args.dtype])
     with torch.inference_mode():
