@@ -81,6 +81,15 @@ class LatentLayout:
         self.shape = (len(windows), latent_len)
         counts = torch.zeros(self.total).index_add_(0, self.index, torch.ones(len(self.index)))
         self.inv_counts = 1.0 / counts
+        self._placed: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _on(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(index, 1 / copies) on `like`'s device and dtype, copied there once: `average` runs every
+        step, and a host-to-GPU copy per step would sync the loop."""
+        key = (like.device, like.dtype)
+        if key not in self._placed:
+            self._placed[key] = (self.index.to(like.device), self.inv_counts.to(like))
+        return self._placed[key]
 
     def noise(self, channels: int, generator: torch.Generator) -> torch.Tensor:
         """[W, C, L] noise drawn once on the timeline: overlapping frames start from the same noise
@@ -91,15 +100,15 @@ class LatentLayout:
     def split(self, timeline: torch.Tensor) -> torch.Tensor:
         """[C, total] -> [W, C, L]"""
         w, length = self.shape
-        return timeline[:, self.index.to(timeline.device)].reshape(-1, w, length).transpose(0, 1).contiguous()
+        return timeline[:, self._on(timeline)[0]].reshape(-1, w, length).transpose(0, 1).contiguous()
 
     def average(self, x: torch.Tensor) -> torch.Tensor:
         """[W, C, L] -> [W, C, L] with every latent frame the mean of its copies in all windows."""
         c = x.shape[1]
-        idx = self.index.to(x.device)
+        idx, inv_counts = self._on(x)
         timeline = torch.zeros(c, self.total, dtype=x.dtype, device=x.device)
         timeline.index_add_(1, idx, x.transpose(0, 1).reshape(c, -1))
-        return self.split(timeline * self.inv_counts.to(x))
+        return self.split(timeline.mul_(inv_counts))
 
 
 def join(windows: list[Window], audio: list[np.ndarray], sample_rate: int, duration_s: float,

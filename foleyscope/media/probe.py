@@ -24,8 +24,7 @@ from foleyscope.errors import MediaError
 from foleyscope.media.container import _reason, open_input, video_stream
 from foleyscope.media.span import SpanTracker, stream_duration
 
-__all__ = ["MediaInfo", "as_fraction", "check_video_stream", "is_video_file", "probe", "stream_duration",
-           "validate_video"]
+__all__ = ["MediaInfo", "as_fraction", "check_video_stream", "is_video_file", "probe", "stream_duration"]
 
 MAX_DIMENSION = 16384  # larger than any real camera; beyond it a header is broken or hostile
 HEAD_SECONDS = 5.0  # packet timestamps read for the variable-frame-rate check...
@@ -78,12 +77,6 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         raise MediaError(f"{p}: unreadable media ({_reason(exc)})") from None
     finally:
         container.close()
-
-
-def validate_video(path: str | os.PathLike[str]) -> MediaInfo:
-    """The check every command applies to an input video (it is `probe`): MediaError in one line if
-    `path` is not a complete, decodable video; its facts otherwise."""
-    return probe(path)
 
 
 def is_video_file(path: str | os.PathLike[str]) -> tuple[bool, str]:
