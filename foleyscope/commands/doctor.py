@@ -53,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from foleyscope.doctor.api import DiagnoseContext
 
     console = Console(stderr=True, quiet=is_quiet())
-    ctx = DiagnoseContext(video_path=str(args.video), input_info=info)
+    import shlex
+    import sys
+
+    command = shlex.join(sys.argv) if "doctor" in sys.argv[1:] else None  # not the argv of a caller of main()
+    ctx = DiagnoseContext(video_path=str(args.video), input_info=info,  # meta: the report's header
+                          meta={"video": str(args.video), "prompt": args.prompt, "command": command})
     if args.server:
         from foleyscope.doctor.checks.service import measure_service
 

@@ -7,10 +7,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foleyscope.doctor.finding import Finding, rank
 from foleyscope.media.atomic import atomic_output
+
+if TYPE_CHECKING:
+    from foleyscope.doctor.combine import Combined
 
 SCHEMA = "foleyscope.doctor.report/1"
 
@@ -60,6 +63,12 @@ class Report:
         """Stage names that are not nested in another stage, plus 'other': their seconds sum to total_s."""
         return [n for n, row in self.stages.items() if row.get("parent") is None]
 
+    def combined(self, top: int = 3) -> Combined:
+        """The "do this first" summary: the saving of the top fixes applied together (combine.py)."""
+        from foleyscope.doctor.combine import combined_saving
+
+        return combined_saving(self.findings, self.stages, self.total_s, top=top)
+
     # -- outputs -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return _jsonable({
@@ -76,6 +85,7 @@ class Report:
             "input": self.input,
             "service": self.service,
             "meta": self.meta,
+            "summary": self.combined().to_dict(),
         })
 
     @classmethod
