@@ -31,6 +31,7 @@ import torch
 class PlantedConfig:
     serialise: bool = False  # one global lock around the model work
     reload_per_request: bool = False  # torch.load the weights on every request (else once at start)
+    lazy_load: bool = False  # load once, but at the first request instead of at start-up
     load_sleep_s: float = 0.2  # added to each load so it is visible next to the tiny real load
     process_base_s: float = 0.03  # fixed part of "generation"
     process_per_video_s: float = 0.06  # per second of uploaded video
@@ -62,7 +63,7 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests = 0
         self._count_lock = threading.Lock()
-        self.model = None if config.reload_per_request else self.load_model()
+        self.model = None if config.reload_per_request or config.lazy_load else self.load_model()
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def server_bind(self) -> None:
@@ -109,6 +110,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _work(self, video: bytes) -> tuple[dict[str, float], float, float]:
         cfg = self.server.config
         t0 = time.perf_counter()
+        if cfg.lazy_load and self.server.model is None:
+            with self.server.lock:
+                if self.server.model is None:
+                    self.server.model = self.server.load_model()
         model = self.server.load_model() if cfg.reload_per_request else self.server.model
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -130,54 +130,93 @@ def _diagnosed_run(args, preset: str, video: Path, ctx, console):
 
 
 def _try_fixes(report, args, preset: str, console) -> None:
-    """Re-run the same job --repeat times per fix that is a mode (`finding.fix_mode`) or an input change
-    (`finding.fix_prep`); measured saving = median baseline - median fixed, the runs' spread beside it.
-    A fix that measures no faster is ranked after every other.
+    """Apply the fixes that are a mode (`finding.fix_mode`) or an input change (`finding.fix_prep`)
+    cumulatively, in rank order: each is measured against the configuration with every earlier fix that
+    helped already applied (--repeat runs of each, medians compared, the spread shown), so savings add up
+    and none is credited with another's. A fix measured no faster than the spread of the runs is not
+    kept, and is ranked after every other.
 
-    The baseline is a re-run of the unchanged job, not the diagnosed run: re-runs in this process find
-    caches warm (the dtype measurement, imports, the OS file cache), and comparing a warm fixed run with
-    the cold first run would credit the fix with that warm-up."""
-    import time
-
+    The first baseline is a re-run of the unchanged job, not the diagnosed run: re-runs in this process
+    find caches warm (the dtype measurement, imports, the OS file cache), and comparing a warm fixed run
+    with the cold first run would credit the first fix with that warm-up."""
     from foleyscope.doctor.finding import rank
     from foleyscope.engine.device import resolve_device
     from foleyscope.engine.modes import resolve
-    from foleyscope.media.prep import prep
 
     mode = resolve(mode_from_args(args), resolve_device(args.device))  # measured already: cached
-    fixes = [_fixed_mode(f, mode) for f in report.findings]
-    if not any(m is not None or f.fix_prep for f, m in zip(report.findings, fixes, strict=True)):
+    todo = [f for f in report.findings if _fixed_mode(f, mode) is not None or f.fix_prep]
+    for f in report.findings:
+        if f not in todo:
+            f.extra["try_fix"] = "not re-run: this fix changes code or deployment, not a mode or the input"
+    if not todo:
         return
     notice(f"--try-fixes: {args.repeat} run(s) of the unchanged job for a warm baseline")
     with tempfile.TemporaryDirectory(prefix="foleyscope-fix-") as tmp:
-        baseline = _runs(_job(args, preset, mode, args.video, Path(tmp), console), args.repeat)
-    for finding, fixed in zip(report.findings, fixes, strict=True):
-        if fixed is None and not finding.fix_prep:
-            finding.extra["try_fix"] = "not re-run: this fix changes code or deployment, not a mode or the input"
-            continue
-        what = f"run in mode {fixed.describe()}" if fixed is not None else "run on the prep'd input"
-        notice(f"--try-fixes: {finding.id}: {what}")
-        with tempfile.TemporaryDirectory(prefix="foleyscope-fix-") as tmp:
-            video, prep_s = args.video, None
-            if finding.fix_prep:
-                start = time.perf_counter()
-                try:
-                    video = Path(tmp) / "prepped.mp4"
-                    prep(args.video, video, **finding.fix_prep)
-                except FoleyscopeError as exc:
-                    finding.extra["try_fix"] = f"prep failed: {exc}"
-                    continue
-                prep_s = time.perf_counter() - start
-            runs = _runs(_job(args, preset, fixed or mode, video, Path(tmp), console), args.repeat)
-        base_s, fixed_s = round(statistics.median(baseline), 3), round(statistics.median(runs), 3)
-        finding.measured_saving_s = round(base_s - fixed_s, 3)  # from the printed numbers, so they add up
-        finding.extra["try_fix"] = {"change": what, "baseline_s": base_s, "fixed_s": fixed_s,
-                                    "baseline_runs_s": [round(x, 3) for x in baseline],
-                                    "fixed_runs_s": [round(x, 3) for x in runs],
-                                    "spread_s": round(max(runs) - min(runs), 3),
-                                    "first_run_s": round(report.total_s, 3),
-                                    "prep_s": None if prep_s is None else round(prep_s, 3)}
+        current = _Config(mode, {}, args.video, None)
+        base = _runs(_job(args, preset, mode, args.video, Path(tmp), console), args.repeat)
+        for finding in todo:
+            trial = current.plus(finding, Path(tmp))
+            notice(f"--try-fixes: {finding.id}: {trial.describe()}")
+            try:
+                video = trial.video()
+            except FoleyscopeError as exc:
+                finding.extra["try_fix"] = f"prep failed: {exc}"
+                continue
+            runs = _runs(_job(args, preset, trial.mode, video, Path(tmp), console), args.repeat)
+            _record(finding, trial, base, runs, report.total_s)
+            if finding.helped():
+                current, base = trial, runs  # kept: the next fix is measured on top of this one
     report.findings = rank(report.findings)
+
+
+class _Config:
+    """A mode and the prep arguments applied so far; the input is prepped once per distinct set."""
+
+    def __init__(self, mode: Mode, prep_kwargs: dict[str, Any], source: Path, prepped: Path | None) -> None:
+        self.mode, self.prep_kwargs, self.source, self._prepped = mode, prep_kwargs, source, prepped
+        self.prep_s: float | None = None
+        self._dir: Path | None = None
+
+    def plus(self, finding: Any, tmp: Path) -> _Config:
+        mode = replace(self.mode, **(finding.fix_mode or {}))
+        kwargs = {**self.prep_kwargs, **(finding.fix_prep or {})}
+        made = _Config(mode, kwargs, self.source, self._prepped if kwargs == self.prep_kwargs else None)
+        made._dir = tmp
+        return made
+
+    def describe(self) -> str:
+        parts = [f"mode {self.mode.describe()}"]
+        if self.prep_kwargs:
+            parts.append("input prep'd (" + ", ".join(f"{k}={v}" for k, v in self.prep_kwargs.items()) + ")")
+        return " + ".join(parts)
+
+    def video(self) -> Path:
+        if not self.prep_kwargs:
+            return self.source
+        if self._prepped is None:
+            import time
+
+            from foleyscope.media.prep import prep
+
+            start = time.perf_counter()
+            self._prepped = (self._dir or Path(tempfile.gettempdir())) / f"prepped{len(self.prep_kwargs)}.mp4"
+            prep(self.source, self._prepped, **self.prep_kwargs)
+            self.prep_s = time.perf_counter() - start
+        return self._prepped
+
+
+def _record(finding: Any, trial: _Config, base: list[float], runs: list[float], first_run_s: float) -> None:
+    base_s, fixed_s = round(statistics.median(base), 3), round(statistics.median(runs), 3)
+    spread = round(max(max(runs) - min(runs), max(base) - min(base)), 3)
+    saving = round(base_s - fixed_s, 3)  # from the printed numbers, so they add up
+    finding.measured_saving_s = saving
+    finding.extra["try_fix"] = {"change": trial.describe(), "baseline_s": base_s, "fixed_s": fixed_s,
+                                "baseline_runs_s": [round(x, 3) for x in base],
+                                "fixed_runs_s": [round(x, 3) for x in runs], "spread_s": spread,
+                                # a saving within the runs' spread is noise: shown, but not counted as help
+                                "within_noise": 0 < saving <= spread and len(runs) > 1,
+                                "first_run_s": round(first_run_s, 3),
+                                "prep_s": None if trial.prep_s is None else round(trial.prep_s, 3)}
 
 
 def _runs(job: Callable[[], Any], repeat: int) -> list[float]:

@@ -79,6 +79,7 @@ def build_report(
     env["modules"] = tracer.modules.to_dict()
     env.update(_bound_summary(run, stages))
     info = {
+        "uncertain": _uncertain(tracer),
         "foleyscope": __version__,
         "created_unix": time.time(),
         "cpu_s": tracer.cpu_s_total,
@@ -102,6 +103,19 @@ def build_report(
         events=[{"kind": e.kind, "t_s": e.t_s, "stage": e.stage, "fields": e.fields} for e in tracer.events],
         result=result,
     )
+
+
+CONTENDED_SHARE = 0.1
+
+
+def _uncertain(tracer: Tracer) -> str | None:
+    """A warning for the report's header when other processes held the cores during the run: its times,
+    and the estimates made from them, then say as much about the machine's load as about the job."""
+    wait, cpu = tracer.cpu_wait_s_total, tracer.cpu_s_total
+    if not wait or wait < max(0.1, CONTENDED_SHARE * max(cpu, tracer.total_s)):
+        return None
+    return (f"other processes held the cores: threads waited {wait:.2f} thread-s for one during the "
+            f"{tracer.total_s:.2f} s run, so these times and estimates are uncertain; re-run on a quiet machine")
 
 
 def _bound_summary(run: RunData, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -91,6 +91,19 @@ def memory_snapshot() -> dict[str, Any]:
     return snap
 
 
+def machine_cores() -> int:
+    """Cores this container may use at all: the CPU count, capped by a cgroup v2 CPU quota. The process's
+    affinity (usable_cores) may be narrower than this: that gap is what `taskset` or a launcher took."""
+    cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
 def torch_facts() -> dict[str, Any]:
     facts: dict[str, Any] = {"torch": None}
     try:
@@ -126,6 +139,7 @@ def collect(module_log: Any | None = None) -> dict[str, Any]:
         "cpu_matrix_flags": _cpu_flags(),
         "logical_cores": psutil.cpu_count(logical=True) or 1,
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "machine_cores": machine_cores(),
         "gpus_visible": visible_gpus(),
     }
     env.update(torch_facts())

@@ -29,21 +29,26 @@ class Finding:
         """What --try-fixes measured, for the reports: the saving, and prep's one-off cost if any."""
         if self.measured_saving_s is None:
             return []
+        tried = self.extra.get("try_fix")
+        tried = tried if isinstance(tried, dict) else {}
+        if tried.get("within_noise"):
+            return [f"tried: within the runs' noise ({self.measured_saving_s:.2f} s saved, runs spread "
+                    f"{tried.get('spread_s', 0):.2f} s)"]
         if not self.helped():
             return [f"tried: did not help ({-self.measured_saving_s:+.2f} s)"]
         lines = [f"measured {self.measured_saving_s:.2f} s"]
-        tried = self.extra.get("try_fix")
-        if isinstance(tried, dict) and tried.get("spread_s"):
+        if tried.get("spread_s"):
             lines[0] += f" (runs spread {tried['spread_s']:.2f} s)"
-        tried = self.extra.get("try_fix")
-        if isinstance(tried, dict) and tried.get("prep_s") is not None:
+        if tried.get("prep_s") is not None:
             lines.append(f"(prep: {tried['prep_s']:.1f} s once per file)")
         return lines
 
-
     def helped(self) -> bool:
-        """False only when --try-fixes applied the fix and the run was not faster."""
-        return self.measured_saving_s is None or self.measured_saving_s > 0
+        """False only when --try-fixes applied the fix and the run was not faster than its runs' spread."""
+        if self.measured_saving_s is None:
+            return True
+        tried = self.extra.get("try_fix")
+        return self.measured_saving_s > 0 and not (isinstance(tried, dict) and tried.get("within_noise"))
 
 
 def rank(findings: list[Finding]) -> list[Finding]:

@@ -162,6 +162,8 @@ def header_items(report: Report) -> list[tuple[str, str]]:
     if meta.get("command"):
         items.append(("command", str(meta["command"])))
     items.append(("machine", _machine(report.environment or {})))
+    if meta.get("uncertain"):
+        items.append(("note", str(meta["uncertain"])))
     return items
 
 

@@ -36,6 +36,9 @@ class StageStats:
     self_cpu_s: float = 0.0
     cpu_wait_s: float | None = None  # thread-seconds runnable but waiting for a core, inclusive
     self_cpu_wait_s: float | None = None
+    blocked_s: float | None = None  # wall time its thread was blocked with no other thread of the process
+    self_blocked_s: float | None = None  # working for it (a sleep, a lock, I/O), inclusive / own
+    step_blocked_s: float | None = None  # the same inside its denoising steps
     parent: str | None = None
     depth: int = 0
     peak_mem_bytes: int | None = None
@@ -97,14 +100,29 @@ def _add(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else a + b
 
 
+def idle_wait(rec: StageRecord | StepRecord, cores: int) -> float | None:
+    """Seconds a stage's (or step's) thread was blocked while no other thread of the process worked in its
+    place. Other threads' CPU time beyond what `cores - 1` of them can run beside the thread while it
+    computes (a thread pool's share of a parallel op) is counted as work done during its waits: a thread
+    waiting on its own workers (a threaded decoder) is not idle; one sleeping, or waiting on a lock or a
+    socket while nothing else runs, is."""
+    if rec.blocked_s is None or rec.thread_run_s is None or rec.cpu_s is None:
+        return None
+    others = max(0.0, rec.cpu_s - rec.thread_run_s)
+    beside = rec.thread_run_s * max(0, cores - 1)
+    return max(0.0, rec.blocked_s - max(0.0, others - beside))
+
+
 def fold_stages(spans: list[StageRecord], steps: list[StepRecord], samples: list[Sample], total_s: float,
-                total_cpu_s: float, total_wait_s: float | None = None) -> dict[str, StageStats]:
+                total_cpu_s: float, total_wait_s: float | None = None, cores: int = 1) -> dict[str, StageStats]:
     """Per-name statistics in order of first appearance, then OTHER (untraced time)."""
     child_s: dict[int, float] = {}
     child_cpu: dict[int, float] = {}
     child_wait: dict[int, float] = {}
+    child_blocked: dict[int, float] = {}
     for r in spans:
         if r.parent_index is not None:
+            child_blocked[r.parent_index] = child_blocked.get(r.parent_index, 0.0) + (idle_wait(r, cores) or 0.0)
             child_s[r.parent_index] = child_s.get(r.parent_index, 0.0) + r.seconds
             child_cpu[r.parent_index] = child_cpu.get(r.parent_index, 0.0) + r.cpu_s
             child_wait[r.parent_index] = child_wait.get(r.parent_index, 0.0) + (r.cpu_wait_s or 0.0)
@@ -123,6 +141,10 @@ def fold_stages(spans: list[StageRecord], steps: list[StepRecord], samples: list
             st.cpu_wait_s = (st.cpu_wait_s or 0.0) + r.cpu_wait_s
             own_wait = max(0.0, r.cpu_wait_s - child_wait.get(r.index, 0.0))
             st.self_cpu_wait_s = (st.self_cpu_wait_s or 0.0) + own_wait
+        if (idle := idle_wait(r, cores)) is not None:
+            st.blocked_s = (st.blocked_s or 0.0) + idle
+            own = max(0.0, idle - child_blocked.get(r.index, 0.0))
+            st.self_blocked_s = (st.self_blocked_s or 0.0) + own
         if r.peak_mem_bytes is not None:
             st.peak_mem_bytes = max(st.peak_mem_bytes or 0, r.peak_mem_bytes)
             st.mem_kind = r.mem_kind
@@ -136,6 +158,8 @@ def fold_stages(spans: list[StageRecord], steps: list[StepRecord], samples: list
         if s.stage in out:
             out[s.stage].steps += 1
             out[s.stage].step_s += s.seconds
+            if s.blocked_s is not None:  # inside a step the thread blocks only to wait (a barrier spins)
+                out[s.stage].step_blocked_s = (out[s.stage].step_blocked_s or 0.0) + s.blocked_s
     top = [r for r in spans if r.parent_index is None]
     other = StageStats(OTHER, 0.0, untraced=True)
     other.seconds = other.self_s = max(0.0, total_s - sum(r.seconds for r in top))
@@ -148,6 +172,9 @@ def fold_stages(spans: list[StageRecord], steps: list[StepRecord], samples: list
         target = out.get(s.stage) if s.stage is not None else other
         if target is not None:
             target.samples.append(s)
+    for st in out.values():  # a pool's workers spinning through a step's wait must not hide it
+        if st.step_blocked_s is not None and st.self_blocked_s is not None:
+            st.self_blocked_s = max(st.self_blocked_s, st.step_blocked_s)
     out[OTHER] = other
     return out
 
@@ -173,8 +200,9 @@ class RunData:
 
     @classmethod
     def from_tracer(cls, tracer: Tracer, samples: list[Sample], env: dict[str, Any], **kw: Any) -> RunData:
+        cores = int(env.get("usable_cores") or env.get("logical_cores") or 1)
         stages = fold_stages(tracer.stages, tracer.steps, samples, tracer.total_s, tracer.cpu_s_total,
-                             tracer.cpu_wait_s_total)
+                             tracer.cpu_wait_s_total, cores)
         return cls(tracer.total_s, tracer.cpu_s_total, stages, list(tracer.stages), list(tracer.steps),
                    list(tracer.events), list(samples), tracer.modules, env, **kw)
 
@@ -234,6 +262,21 @@ class RunData:
         """Stages that ran models: modules observed in them, or the engine's model stage names."""
         return [s.name for s in self.traced()
                 if self.modules.compute.get(s.name) or (s.name in MODEL_STAGES and self.mode())]
+
+    def linears(self, names: list[str], device: str | None = None) -> dict[tuple, int]:
+        """Linear calls (shape -> calls) made in the named stages or in any stage nested inside them."""
+        from foleyscope.doctor.ab import stage_shapes
+
+        wanted = set(names)
+
+        def inside(name: str | None) -> bool:
+            while name is not None:
+                if name in wanted:
+                    return True
+                name = self.stages[name].parent if name in self.stages else None
+            return False
+
+        return stage_shapes(self.modules.linears, [n for n in self.modules.linears if inside(n)], device)
 
     def outermost(self, names: list[str]) -> list[str]:
         """Drop names nested inside another listed name, so their seconds are not counted twice."""

@@ -75,6 +75,8 @@ def stage_table(run: RunData, floors: dict[str, Any]) -> dict[str, dict[str, Any
             "depth": st.depth,
             "cpu_s": round(st.cpu_s, 4),
             "busy_cores": _r(st.busy_cores, 3),
+            "blocked_s": _r(st.self_blocked_s),  # its own time blocked: sleeping, a lock, I/O
+            "step_blocked_s": _r(st.step_blocked_s),
             "peak_mem_bytes": st.peak_mem_bytes,
             "mem_kind": st.mem_kind,
             "peak_rss_bytes": st.peak_rss_bytes,

@@ -92,7 +92,16 @@ class ModuleLog:
         self.compute: dict[str | None, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
         self.builds: dict[str, int] = defaultdict(int)  # root model signature -> distinct objects
         self.root_calls: dict[str, int] = defaultdict(int)
+        # per stage: calls of each Linear shape (tokens, in, out, device, compute dtype), the work the
+        # doctor's A/B probes time to price a dtype or thread change at the model's own shapes
+        self.linears: dict[str | None, dict[tuple[int, int, int, str, str], int]] = \
+            defaultdict(lambda: defaultdict(int))
         self.compiled = False
+        # when each parameter was registered (a model being built), and per new root object: (signature,
+        # its parameters' first registration, its first forward): the whole load, whatever read the weights
+        self.clock: Callable[[], float] = time.perf_counter
+        self.registered_at: dict[int, float] = {}
+        self.loads: list[tuple[str, float, float]] = []
         self._seen: set[tuple[str | None, int]] = set()
         self._roots: dict[int, weakref.ref] = {}
         self._depth = threading.local()
@@ -102,7 +111,8 @@ class ModuleLog:
             return {str(s): {f"{dev}/{dt}": n for (dev, dt), n in v.items()} for s, v in d.items()}
 
         return {"params": flat(self.params), "compute": flat(self.compute), "builds": dict(self.builds),
-                "root_calls": dict(self.root_calls), "compiled": self.compiled}
+                "root_calls": dict(self.root_calls), "compiled": self.compiled,
+                "linears": {str(s): [[*k, n] for k, n in v.items()] for s, v in self.linears.items()}}
 
     def _signature(self, module: Any) -> str:
         n = count = 0
@@ -111,7 +121,19 @@ class ModuleLog:
             count += 1
         return f"{type(module).__qualname__}[{count} tensors, {n} params]"
 
-    def pre(self, module: Any, stage: str | None, torch: Any) -> None:
+    def _linear(self, module: Any, args: Any, stage: str | None, torch: Any) -> None:
+        x = args[0] if args else None
+        w = module.weight
+        if not isinstance(x, torch.Tensor) or x.dim() == 0 or w.dim() != 2:
+            return
+        dev, dt = w.device.type, norm_dtype(w.dtype)
+        if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+            dt = norm_dtype(torch.get_autocast_dtype(dev))
+        self.linears[stage][(x.numel() // max(1, x.shape[-1]), w.shape[1], w.shape[0], dev, dt)] += 1
+
+    def pre(self, module: Any, stage: str | None, torch: Any, args: Any = ()) -> None:
+        if isinstance(module, torch.nn.Linear):
+            self._linear(module, args, stage, torch)
         depth = getattr(self._depth, "d", 0)
         self._depth.d = depth + 1
         if depth == 0:
@@ -120,6 +142,9 @@ class ModuleLog:
                 self._roots[id(module)] = weakref.ref(module)
                 sig = self._signature(module)
                 self.builds[sig] += 1
+                born = [self.registered_at[id(p)] for p in module.parameters() if id(p) in self.registered_at]
+                if born:
+                    self.loads.append((sig, min(born), self.clock()))
                 if type(module).__name__ == "OptimizedModule":
                     self.compiled = True
             self.root_calls[type(module).__qualname__] += 1
@@ -150,19 +175,25 @@ def watch_modules(log: ModuleLog, current_stage: Callable[[], str | None]) -> Ca
     def pre_hook(module: Any, args: Any) -> None:
         if is_compiling():
             return
-        log.pre(module, current_stage(), torch)
+        log.pre(module, current_stage(), torch, args)
 
     def post_hook(module: Any, args: Any, output: Any) -> None:
         if is_compiling():
             return
         log.post()
 
+    def registered(module: Any, name: str, param: Any) -> None:
+        if param is not None:
+            log.registered_at[id(param)] = log.clock()  # overwritten: a reused id is a new parameter
+
     h1 = nn_module.register_module_forward_pre_hook(pre_hook)
     h2 = nn_module.register_module_forward_hook(post_hook, always_call=True)
+    h3 = nn_module.register_module_parameter_registration_hook(registered)
 
     def undo() -> None:
         h1.remove()
         h2.remove()
+        h3.remove()
 
     return undo
 
@@ -244,8 +275,8 @@ def _timed_safe_open(orig: Callable) -> Callable:
 
 
 def watch_loads() -> Callable[[], None]:
-    """Time torch.load, safetensors' safe_open (behind load_file, however it was imported) and
-    Module.load_state_dict while any tracer runs."""
+    """Time torch.load, numpy.load, safetensors' safe_open (behind load_file, however it was imported)
+    and Module.load_state_dict while any tracer runs."""
     if _LOAD_PATCH["depth"] == 0:
         originals = _LOAD_PATCH["originals"]
         torch = sys.modules.get("torch")
@@ -253,6 +284,10 @@ def watch_loads() -> Callable[[], None]:
             import torch
         originals.append((torch, "load", torch.load))
         torch.load = _timed(torch.load, "torch.load")
+        np = sys.modules.get("numpy")
+        if np is not None:  # a numpy-based checkpoint loader (np.load of .npy/.npz)
+            originals.append((np, "load", np.load))
+            np.load = _timed(np.load, "numpy.load")
         originals.append((torch.nn.Module, "load_state_dict", torch.nn.Module.load_state_dict))
         torch.nn.Module.load_state_dict = _timed_load_state_dict(torch.nn.Module.load_state_dict)
         try:

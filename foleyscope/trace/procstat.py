@@ -32,6 +32,19 @@ def cpu_wait_seconds() -> float | None:
     return total / 1e9 if seen else None
 
 
+def thread_schedstat() -> tuple[float, float] | None:
+    """(seconds on a core, seconds runnable but waiting for one) of the calling thread, from
+    /proc/thread-self/schedstat. Wall time minus their sum is time it was blocked: sleeping, waiting on a
+    lock, a pipe, a socket, the disk or another thread, which no CPU counter shows. None where the
+    kernel does not say."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            run_ns, wait_ns = f.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return int(run_ns) / 1e9, int(wait_ns) / 1e9
+
+
 class PeakRss:
     """Peak RSS that can be reset, via /proc/self/clear_refs (Linux); else RSS read at each boundary."""
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from foleyscope.trace import hooks as tracehooks
 from foleyscope.trace.events import Fact, Progress, has_listeners, publish
-from foleyscope.trace.procstat import PeakRss, cpu_seconds, cpu_wait_seconds
+from foleyscope.trace.procstat import PeakRss, cpu_seconds, cpu_wait_seconds, thread_schedstat
 
 
 @dataclass
@@ -47,6 +47,8 @@ class StageRecord:
     cpu_wait_s: float | None = None  # thread-seconds runnable but waiting for a core (Linux schedstat)
     index: int = 0  # position in Tracer.stages
     parent_index: int | None = None
+    blocked_s: float | None = None  # wall time the stage's thread was off-CPU and not runnable (a wait)
+    thread_run_s: float | None = None  # time the stage's own thread was on a core (the rest of cpu_s: others)
 
     @property
     def seconds(self) -> float:
@@ -60,6 +62,9 @@ class StepRecord:
     start_s: float
     end_s: float
     total: int | None = None
+    blocked_s: float | None = None  # wall time the step's thread was blocked (sleep, lock, I/O)
+    cpu_s: float | None = None  # process CPU time in the step (all threads)
+    thread_run_s: float | None = None  # the step's own thread's time on a core
 
     @property
     def seconds(self) -> float:
@@ -114,6 +119,7 @@ class Tracer:
         self.steps: list[StepRecord] = []
         self.events: list[Event] = []
         self.modules = tracehooks.ModuleLog()
+        self.modules.clock = self.now
         self.t0 = 0.0
         self.t_stop: float | None = None
         self.cpu_s_total = 0.0
@@ -271,6 +277,9 @@ class Tracer:
             self._open.append(rec)
             self.stages.append(rec)
         rec.start_s = self.now()
+        sched = thread_schedstat()
+        if sched is not None:
+            rec.blocked_s, rec.thread_run_s = sum(sched) - rec.start_s, -sched[0]
         return rec
 
     def _exit(self, rec: StageRecord) -> None:
@@ -278,8 +287,15 @@ class Tracer:
             return
         self._sync_device()
         end = self.now()
+        same_thread = self._threads.get(threading.get_ident()) == rec.thread
+        sched = thread_schedstat() if same_thread else None  # another thread's clock says nothing
         with self._lock:
             rec.end_s = end
+            if sched is None or rec.blocked_s is None or rec.thread_run_s is None:
+                rec.blocked_s = rec.thread_run_s = None
+            else:
+                rec.blocked_s = max(0.0, rec.blocked_s + end - sum(sched))
+                rec.thread_run_s += sched[0]
             rec.cpu_s += cpu_seconds()
             wait = cpu_wait_seconds()
             if wait is None or rec.cpu_wait_s is None:
@@ -355,18 +371,22 @@ def stage(name: str, total: float = 0) -> _StageCM:
 class _StepCM:
     """`step(i, n)`: times one denoising step for the active tracer and tells listeners it is done."""
 
-    __slots__ = ("index", "total", "_tr", "_start")
+    __slots__ = ("index", "total", "_tr", "_start", "_sched", "_cpu")
 
     def __init__(self, index: int, total: int | None) -> None:
         self.index, self.total = index, total
         self._tr: Tracer | None = None
         self._start = 0.0
+        self._sched: tuple[float, float] | None = None
+        self._cpu = 0.0
 
     def __enter__(self) -> _StepCM:
         self._tr = tr = active()
         if tr is not None:
             tr._sync_device()
         self._start = time.perf_counter()
+        if tr is not None:
+            self._sched, self._cpu = thread_schedstat(), cpu_seconds()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
@@ -374,7 +394,11 @@ class _StepCM:
         if tr is not None:
             tr._sync_device()
             start = self._start - tr.t0
-            rec = StepRecord(self.index, tr._module_stage(), start, tr.now(), self.total)
+            end, sched, cpu = time.perf_counter(), thread_schedstat(), cpu_seconds()
+            rec = StepRecord(self.index, tr._module_stage(), start, end - tr.t0, self.total, cpu_s=cpu - self._cpu)
+            if sched is not None and self._sched is not None:
+                rec.thread_run_s = sched[0] - self._sched[0]
+                rec.blocked_s = max(0.0, (end - self._start) - (sum(sched) - sum(self._sched)))
             with tr._lock:
                 tr.steps.append(rec)
         if exc_type is None and has_listeners():  # a listener may raise here (a cancelled job)

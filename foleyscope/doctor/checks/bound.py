@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from foleyscope import hardware
+from foleyscope.doctor import ab
 from foleyscope.doctor.registry import Found, check
 from foleyscope.doctor.run import HOST_STAGES, RunData
 
@@ -183,24 +184,35 @@ def swapping(run: RunData) -> Found | None:
 
 
 @check("low_compute_efficiency", step=0,
-       doc="A model stage runs far below the floor set by its FLOPs and the measured matmul peak")
-def low_compute_efficiency(run: RunData) -> Iterator[Found]:
-    for name, row in run.tables.floor.get("stages", {}).items():
-        measured = row["measured_s"]
-        if row["efficiency"] >= MIN_EFFICIENCY or measured < max(0.5, 0.05 * run.total_s):
-            continue
-        target = row["floor_s"] / TUNED_EFFICIENCY
-        # No saving is claimed: no single fix is known to close this gap (small or memory-bound ops
-        # never reach a large-matmul peak), so it ranks below findings whose fix has a priced saving.
-        yield Found(
-            severity="info",
-            title=f"{name} runs at {row['efficiency']:.1%} of the measured {row['device']} {row['dtype']} "
-                  "matmul peak",
-            evidence={"stage": name, "flops": row["flops"], "peak_flops_per_s": round(row["peak_flops_per_s"]),
-                      "floor_s": round(row["floor_s"], 4), "measured_s": round(measured, 3),
-                      "efficiency": round(row["efficiency"], 4), "tuned_efficiency_assumed": TUNED_EFFICIENCY,
-                      "gap_to_tuned_s": round(max(0.0, measured - target), 3)},
-            fix="The time is not going to arithmetic: see this stage's step 1 and step 3 findings (dtype, "
-                "attention backend, compile, stalls); profile it with torch.profiler to find the gaps.",
-            est_saving_s=0.0,
-        )
+       doc="Model stages run far below the floor set by their FLOPs and the measured matmul peak (one finding "
+           "per run, with each slow stage's numbers)")
+def low_compute_efficiency(run: RunData) -> Found | None:
+    slow = {name: row for name, row in run.tables.floor.get("stages", {}).items()
+            if row["efficiency"] < MIN_EFFICIENCY and row["measured_s"] >= max(0.5, 0.05 * run.total_s)}
+    if not slow:
+        return None
+    per_stage: dict[str, Any] = {}
+    for name, row in slow.items():
+        per_stage[name] = {"measured_s": round(row["measured_s"], 3), "floor_s": round(row["floor_s"], 4),
+                           "efficiency": round(row["efficiency"], 4),
+                           "gap_to_tuned_s": round(max(0.0, row["measured_s"] - row["floor_s"] / TUNED_EFFICIENCY), 3)}
+        shapes = run.linears([name], row["device"])
+        if shapes and run.probe:  # the floor at the model's own matmul shapes, timed
+            own = ab.measure(shapes, ab.Setting())
+            per_stage[name]["own_shapes_matmul_s"] = round(own, 4)
+    worst = min(slow, key=lambda n: slow[n]["efficiency"])
+    row = slow[worst]
+    # No saving is claimed: no single fix is known to close this gap (small or memory-bound ops never
+    # reach a large-matmul peak), so it ranks below findings whose fix has a priced saving.
+    return Found(
+        severity="info",
+        title=f"{', '.join(slow)} run{'s' if len(slow) == 1 else ''} far below the measured {row['device']} "
+              f"{row['dtype']} matmul peak (lowest: {worst} at {row['efficiency']:.1%})",
+        evidence={"stages": list(slow), "per_stage": per_stage,
+                  "peak_flops_per_s": round(row["peak_flops_per_s"]), "tuned_efficiency_assumed": TUNED_EFFICIENCY,
+                  "how": "floor = the stage's FLOPs / the probe's peak; own_shapes_matmul_s = the stage's own "
+                         "Linear calls timed at their shapes (what its matmuls can take on this device)"},
+        fix="The time is not going to arithmetic: see the step 1 and step 3 findings (dtype, attention "
+            "backend, compile, stalls); profile the stage with torch.profiler to find the gaps.",
+        est_saving_s=0.0,
+    )

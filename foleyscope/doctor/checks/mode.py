@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from foleyscope import hardware
+from foleyscope.doctor import ab
 from foleyscope.doctor.registry import Found, check
 from foleyscope.doctor.run import RunData
 from foleyscope.stages import Stage
 from foleyscope.trace import ModelLoad, WeightsRead
 
 MIN_SPEEDUP = 1.3  # below this the probe's noise could flip the advice
+MIN_AB_SAVING_S = 0.03  # a measured dtype saving below this is noise, not advice
 COMPILE_SPEEDUP = 1.3  # low end of the published 1.3-1.8x for diffusion transformers on GPUs
 SDPA_SAVING_SHARE = 0.25
 LAUNCH_GAP_SHARE = 0.5  # share of GPU idle time in the loop that CUDA graphs typically recover
@@ -74,12 +76,30 @@ def _slow_dtypes(run: RunData) -> Iterator[_SlowDtype]:
             f"{dt}_gflops": round(probes[dt].flops_per_s / 1e9, 1),
             f"{other}_gflops": round(probes[other].flops_per_s / 1e9, 1),
             "measured_speedup": round(ratio, 2),
-            "saving_basis": "stage time scaled by the measured matmul speed-up (an upper bound where "
-                            "time is not spent in matmuls)",
         }
         if dev == "cpu":
             ev["cpu_matrix_flags"] = run.env.get("cpu_matrix_flags") or "none (no AVX512-BF16/AMX)"
-        yield _SlowDtype(dev, dt, names, ratio, ev, secs * (1 - 1 / ratio))
+        est = _dtype_ab(run, names, dev, dt, other, ev)
+        if est is None:
+            est = secs * (1 - 1 / ratio)
+            ev["saving_basis"] = ("no Linear calls seen: the stages' time scaled by the probe's matmul speed-up "
+                                  "(an upper bound where time is not spent in matmuls)")
+        if est < MIN_AB_SAVING_S:
+            continue
+        yield _SlowDtype(dev, dt, names, ratio, ev, min(est, secs))
+
+
+def _dtype_ab(run: RunData, names: list[str], dev: str, dt: str, other: str, ev: dict[str, Any]) -> float | None:
+    """The stages' own Linear calls timed in both dtypes (doctor/ab.py): the seconds the switch saves on
+    them, or None when the run's Linear calls were not seen (a model without nn.Linear)."""
+    shapes = run.linears(names, dev)
+    result = ab.compare(shapes, ab.Setting(dtype=dt), ab.Setting(dtype=other)) if shapes else None
+    if result is None:
+        return None
+    ev.update(result.evidence("matmul_ab"))
+    ev["saving_basis"] = (f"the stages' own Linear calls ({sum(shapes.values())} calls, {len(shapes)} shapes) "
+                          f"timed in {dt} and {other}, alternately: the difference")
+    return max(0.0, result.saving_s) if result.saving_s > result.spread_s else 0.0
 
 
 @check("fp32_where_bf16_fast", step=3,
@@ -234,6 +254,29 @@ def _repeats(items: list[tuple[str, float]]) -> tuple[dict[str, int], float]:
     return {k: c for k, c in counts.items() if c > 1}, extra
 
 
+def _reload_windows(run: RunData, sigs: set[str]) -> list[float]:
+    """Seconds of every load of a rebuilt model after its first: parameters created, weights read and
+    copied, up to its first forward; time inside other marked stages in that window (decoding the next
+    video, say) is not load time and is taken out."""
+    seen: set[str] = set()
+    out = []
+    for sig, start, first_forward in run.modules.loads:
+        if sig not in sigs:
+            continue
+        if sig in seen:
+            out.append(max(0.0, first_forward - start - _staged_within(run, start, first_forward)))
+        seen.add(sig)
+    return out
+
+
+def _staged_within(run: RunData, start: float, end: float) -> float:
+    """Wall time of the marked stages that began and ended inside [start, end] (outermost only, the load
+    stage aside): work done between building a model and using it that is not the load."""
+    inside = {r.index: r for r in run.spans if r.end_s is not None and r.start_s >= start and r.end_s <= end
+              and r.name != Stage.LOAD}
+    return sum(r.seconds for r in inside.values() if r.parent_index not in inside)
+
+
 @check("model_reloaded", step=3,
        doc="The same weights were loaded more than once in one run (reloaded per video or call)")
 def model_reloaded(run: RunData) -> Found | None:
@@ -256,9 +299,18 @@ def model_reloaded(run: RunData) -> Found | None:
     rebuilt = {sig: n for sig, n in run.modules.builds.items() if n > 1}
     if rebuilt:
         ev["models_rebuilt"] = rebuilt
+        windows = _reload_windows(run, set(rebuilt))
+        if windows:
+            ev["reload_windows_s"] = [round(w, 3) for w in windows]
+            ests.append((sum(windows), "each rebuilt model's whole load: from its first parameter to its first "
+                                       "forward, less the marked stages in between (any loader)"))
     if not ests and not rebuilt:
         return None
-    est, basis = max(ests) if ests else (0.0, "no load time recorded: mark the load with stage('load')")
+    # the marked load stages measure the whole load directly; then a rebuilt model's whole load window;
+    # the notes and file reads see only part of it (the reading, not building the model or copying)
+    whole = [e for e in ests if e[1].startswith(("the repeated load stages", "each rebuilt"))]
+    est, basis = (whole[0] if whole else max(ests)) if ests else \
+        (0.0, "no load time recorded: mark the load with stage('load')")
     ev.update(repeat_load_s=round(est, 4), saving_basis=basis)
     times = max([load.count if load is not None else 0, *comp.values(), *files.values(), *rebuilt.values()])
     return Found(

@@ -91,6 +91,11 @@ def _stages_in(run: RunData, row: Row) -> list[StageStats]:
             if st.self_s >= MIN_SELF_S and st.self_s >= MIN_SHARE * run.total_s and _row(run, st, model) == row]
 
 
+def stalled_stages(run: RunData) -> list[StageStats]:
+    """The stages the stall check judges (the CPU checks leave their blocked time to it)."""
+    return _stages_in(run, "stalled")
+
+
 def _label(st: StageStats) -> str:
     return "untraced time" if st.untraced else f"stage {st.name}"
 
@@ -126,6 +131,8 @@ def stall(run: RunData) -> Iterator[Found]:
         gpu_mean = judged[0] if judged is not None else None
         used = max(min(busy, 1.0), (gpu_mean or 0.0) / 100)
         idle = st.self_s * (1 - used)
+        if gpu_mean is None and st.self_blocked_s is not None:
+            idle = min(st.self_s, st.self_blocked_s)  # measured: the thread's time off every core
         yield Found(
             severity="critical" if idle > 0.2 * run.total_s else "warning",
             title=f"{_label(st)} stalled: {st.self_s:.2f} s with {busy:.2f} cores busy"
@@ -204,15 +211,34 @@ def cpu_contention(run: RunData) -> Found | None:
         return None
     rows.sort(reverse=True)
     wait_total = sum((st.self_cpu_wait_s or 0.0) for st in run.stages.values())
+    ev = {"cores": run.ncores, "torch_threads": run.env.get("num_threads"), "cpu_s": round(run.cpu_s, 3),
+          "wait_thread_s": round(wait_total, 3),
+          "worst_stages": [f"{name}: {busy} busy + {wait} waiting cores" for _, name, busy, wait in rows[:3]],
+          "saving_basis": "per stage: thread-seconds waited / threads that ran side by side (at most the core "
+                          "count); the numbers of a shared machine are uncertain"}
+    fix = ("Give the job the cores: stop other CPU-heavy processes (see `top`) or run it where nothing else "
+           "does.")
+    fewer = _fewer_threads(run)
+    if fewer is not None:  # measured now, under whatever load is still there
+        ev.update(fewer.evidence("one_thread_ab"))
+        fix += (f" Under the load measured after the run, one torch thread ran the run's matmuls "
+                f"{fewer.a_s / fewer.b_s:.1f}x faster than {run.env.get('num_threads')}: "
+                "torch.set_num_threads(1) while the machine is shared.")
     return Found(
         severity="warning",
         title=f"threads waited {wait_total:.2f} thread-s for a core: the CPU was shared",
-        evidence={"cores": run.ncores, "torch_threads": run.env.get("num_threads"), "cpu_s": round(run.cpu_s, 3),
-                  "wait_thread_s": round(wait_total, 3),
-                  "worst_stages": [f"{name}: {busy} busy + {wait} waiting cores" for _, name, busy, wait in rows[:3]],
-                  "saving_basis": "per stage: thread-seconds waited / threads that ran side by side (at most "
-                                  "the core count)"},
-        fix="Give the job the cores: stop other CPU-heavy processes (see `top`), pin it with `taskset`, and keep "
-            f"torch threads <= usable cores (torch.set_num_threads({run.ncores}) here).",
-        est_saving_s=est,
+        evidence=ev, fix=fix, est_saving_s=est,
     )
+
+
+def _fewer_threads(run: RunData):  # noqa: ANN202 - ab.AB | None, imported late
+    """The run's Linear calls with its torch threads against one thread, if one measures faster."""
+    threads = run.env.get("num_threads") or 1
+    names = [n for n in run.model_stages() if run.stage_device(n) == "cpu"]
+    if threads <= 1 or not names or not run.probe:
+        return None
+    from foleyscope.doctor import ab
+
+    shapes = run.linears(run.outermost(names), "cpu")
+    result = ab.compare(shapes, ab.Setting(threads=threads), ab.Setting(threads=1)) if shapes else None
+    return result if result is not None and result.saving_s > max(0.03, result.spread_s) else None

@@ -1,0 +1,167 @@
+"""In-process A/B probes at the model's own shapes: the seconds a run's Linear layers take in one setting
+against another (dtype, torch threads, CPU affinity), so a fix's estimate prices the work that fix
+changes instead of scaling a whole stage by a generic 512x512 matmul ratio.
+
+The shapes come from the tracer (ModuleLog.linears: calls per (tokens, in, out, device, dtype)). The two
+settings are timed alternately, `repeats` times each, so a burst of other load hits both; the result
+carries the spread and the thread-seconds the probe itself waited for a core, which is how a check
+tells a measurement it can stand on from one taken on a shared machine.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from foleyscope.trace.procstat import cpu_wait_seconds
+
+Shape = tuple[int, int, int, str, str]  # tokens, in_features, out_features, device, dtype
+MAX_SHAPES = 16  # the largest shapes by FLOPs x calls; the rest is scaled in by FLOPs
+MIN_TIMED_S = 0.002  # each shape is called enough times to take at least this long
+
+
+@dataclass(frozen=True)
+class Setting:
+    dtype: str | None = None  # None: each shape's own dtype
+    threads: int | None = None  # torch intra-op threads (None: as now)
+    cores: frozenset[int] | None = None  # CPU affinity of every thread of the process (None: as now)
+
+
+@dataclass(frozen=True)
+class AB:
+    a_s: float  # seconds of the run's Linear calls in setting A (median over repeats)
+    b_s: float
+    spread_s: float  # the larger of the two settings' max-min over repeats
+    coverage: float  # share of the Linear FLOPs in the timed shapes (the rest scaled in)
+    contended: bool  # the probe's own threads waited for a core for over 10% of its time
+
+    @property
+    def saving_s(self) -> float:
+        return self.a_s - self.b_s
+
+    def evidence(self, prefix: str) -> dict[str, float | bool]:
+        return {f"{prefix}_a_s": round(self.a_s, 4), f"{prefix}_b_s": round(self.b_s, 4),
+                f"{prefix}_spread_s": round(self.spread_s, 4), f"{prefix}_coverage": round(self.coverage, 3),
+                f"{prefix}_contended": self.contended}
+
+
+def flops(shapes: dict[Shape, int]) -> float:
+    return sum(2.0 * t * i * o * n for (t, i, o, _, _), n in shapes.items())
+
+
+def _dtype(name: str):  # noqa: ANN202 - a torch.dtype, torch imported late
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+@contextmanager
+def applied(setting: Setting) -> Iterator[None]:
+    """The setting's threads and affinity for the duration, restored after (every thread's own mask)."""
+    import torch
+
+    threads_before = torch.get_num_threads()
+    masks: dict[int, set[int]] = {}
+    try:
+        if setting.cores is not None:
+            for tid in (int(t) for t in os.listdir("/proc/self/task")):
+                try:
+                    masks[tid] = os.sched_getaffinity(tid)
+                    os.sched_setaffinity(tid, setting.cores)
+                except OSError:  # a thread that just exited
+                    continue
+        if setting.threads is not None:
+            torch.set_num_threads(setting.threads)
+        yield
+    finally:
+        torch.set_num_threads(threads_before)
+        for tid, mask in masks.items():
+            try:
+                os.sched_setaffinity(tid, mask)
+            except OSError:
+                continue
+
+
+def _time_shape(shape: Shape, dtype: str, reps: int | None = None) -> tuple[float, int]:
+    """(seconds per call, calls timed) of F.linear at one shape, after a warm-up call."""
+    import torch
+
+    tokens, k, n, device, _ = shape
+    dt = _dtype(dtype)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(tokens, k, generator=g).to(device, dt)
+    w = torch.randn(n, k, generator=g).to(device, dt)
+    with torch.inference_mode():
+        torch.nn.functional.linear(x, w)
+        if reps is None:
+            t, reps = time.perf_counter(), 1
+            torch.nn.functional.linear(x, w)
+            _sync(device)
+            one = max(time.perf_counter() - t, 1e-6)
+            reps = max(1, min(200, int(MIN_TIMED_S / one)))
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.nn.functional.linear(x, w)
+        _sync(device)
+    return (time.perf_counter() - t) / reps, reps
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _chosen(shapes: dict[Shape, int]) -> tuple[list[tuple[Shape, int]], float]:
+    ranked = sorted(shapes.items(), key=lambda kv: -flops({kv[0]: kv[1]}))[:MAX_SHAPES]
+    total = flops(shapes)
+    return ranked, (flops(dict(ranked)) / total if total > 0 else 1.0)
+
+
+def _seconds(chosen: list[tuple[Shape, int]], setting: Setting, reps: dict) -> float:
+    total = 0.0
+    with applied(setting):
+        for shape, calls in chosen:
+            per, reps[shape, setting] = _time_shape(shape, setting.dtype or shape[4], reps.get((shape, setting)))
+            total += per * calls
+    return total
+
+
+def compare(shapes: dict[Shape, int], a: Setting, b: Setting, repeats: int = 3) -> AB | None:
+    """Time the run's Linear calls in settings a and b, alternately; None if there is nothing to time."""
+    chosen, coverage = _chosen(shapes)
+    if not chosen:
+        return None
+    reps: dict = {}
+    a_runs, b_runs = [], []
+    wall, wait0 = time.perf_counter(), cpu_wait_seconds()
+    for _ in range(repeats):
+        a_runs.append(_seconds(chosen, a, reps))
+        b_runs.append(_seconds(chosen, b, reps))
+    wall, wait1 = time.perf_counter() - wall, cpu_wait_seconds()
+    waited = (wait1 - wait0) if wait0 is not None and wait1 is not None else 0.0
+    scale = 1 / coverage if coverage > 0 else 1.0
+    spread = max(max(a_runs) - min(a_runs), max(b_runs) - min(b_runs)) * scale
+    return AB(statistics.median(a_runs) * scale, statistics.median(b_runs) * scale, spread, coverage,
+              contended=waited > 0.1 * wall)
+
+
+def measure(shapes: dict[Shape, int], setting: Setting) -> float:
+    """Seconds the run's Linear calls take in one setting (one pass; the FLOPs not timed scaled in)."""
+    chosen, coverage = _chosen(shapes)
+    return _seconds(chosen, setting, {}) / coverage if chosen and coverage > 0 else 0.0
+
+
+def stage_shapes(linears: dict, stages: list[str], device: str | None = None) -> dict[Shape, int]:
+    """The Linear calls (shape -> calls) the named stages made, optionally on one device only."""
+    out: dict[Shape, int] = {}
+    for name in stages:
+        for shape, calls in (linears.get(name) or {}).items():
+            if device is None or shape[3] == device:
+                out[shape] = out.get(shape, 0) + calls
+    return out

@@ -1,0 +1,140 @@
+"""The planted suite: each case is a workload with one planted cause of slowness and its clean twin (the
+same workload with the fix applied). The doctor diagnoses both; the measured saving is the planted run's
+time minus the clean twin's, so a case checks that the doctor names the cause first AND that its
+estimate holds when the fix is applied.
+
+Cases live in the modules of this package, one cause each, registered with `@case(...)`; every module
+is imported by `all_cases()`. `benchmarks/doctor_planted.py` prints the suite's table; the tests in
+tests/test_doctor_planted.py assert on it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from foleyscope.doctor.api import DiagnoseContext, diagnose
+from foleyscope.doctor.finding import Finding
+from foleyscope.doctor.report import Report
+
+ENVIRONMENTAL = frozenset({"cpu_contention"})  # other load on the test machine, not what a case plants
+TOLERANCE = 0.30  # an estimate within 30% of the measured saving counts as calibrated
+
+
+@dataclass(frozen=True)
+class Case:
+    """A cause planted in `planted()`; `clean()` is the same work with the fix. `context()` builds what the
+    checks read beyond the trace (an input probe, service measurements), per run. `skip()` returns a
+    reason when the machine cannot show the cause (bf16 slower than fp32 on this CPU, say)."""
+
+    name: str
+    check: str  # the check id that must come first
+    planted: Callable[[], Any]
+    clean: Callable[[], Any]
+    context: Callable[[bool], DiagnoseContext | None] = lambda planted: None
+    skip: Callable[[], str | None] = lambda: None
+    warmup: Callable[[], Any] | None = None  # run once, untraced, before either twin (imports, caches)
+    seconds: Callable[[Report], float] = lambda report: report.total_s  # the time the fix acts on
+    doc: str = ""
+
+
+_CASES: dict[str, Case] = {}
+
+
+def case(name: str, check: str, *, doc: str = "", **kw: Any) -> Callable[[Callable[[], Any]], Case]:
+    """Register a case from a function returning (planted, clean) callables, or pass them in kw."""
+
+    def register(make: Callable[[], Any]) -> Case:
+        planted, clean = make()
+        if name in _CASES:
+            raise ValueError(f"planted case {name!r} declared twice")
+        _CASES[name] = made = Case(name, check, planted, clean, doc=doc or (make.__doc__ or "").strip(), **kw)
+        return made
+
+    return register
+
+
+def all_cases() -> dict[str, Case]:
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+    return dict(sorted(_CASES.items()))
+
+
+@dataclass
+class Outcome:
+    """What the doctor said on both twins of one case."""
+
+    case: Case
+    planted: Report
+    clean: Report
+
+    @property
+    def measured_saving_s(self) -> float:
+        return self.case.seconds(self.planted) - self.case.seconds(self.clean)
+
+    @property
+    def top(self) -> Finding | None:
+        """The first finding that is not about other load on the machine (unless that is the cause planted)."""
+        return next((f for f in self.planted.findings if f.id not in ENVIRONMENTAL or f.id == self.case.check),
+                    None)
+
+    @property
+    def estimate_s(self) -> float:
+        top = self.top
+        return top.est_saving_s if top is not None and top.id == self.case.check else 0.0
+
+    @property
+    def ranked_first(self) -> bool:
+        return self.top is not None and self.top.id == self.case.check and self.estimate_s > 0
+
+    @property
+    def error(self) -> float:
+        """Relative error of the estimate against the measured saving."""
+        measured = self.measured_saving_s
+        return abs(self.estimate_s - measured) / measured if measured > 0 else float("inf")
+
+    @property
+    def calibrated(self) -> bool:
+        return self.ranked_first and self.error <= TOLERANCE
+
+    @property
+    def clean_warnings(self) -> list[str]:
+        """What the clean twin raised above info (environmental findings aside): must be nothing."""
+        return [f.id for f in self.clean.findings
+                if f.severity != "info" and f.id not in ENVIRONMENTAL]
+
+
+def run_case(c: Case) -> Outcome:
+    """Both twins under the doctor, clean first (so the planted run never gets the warmer caches).
+    Callers check `c.skip()` first."""
+    if c.warmup is not None:
+        with restored():
+            c.warmup()
+    with restored():
+        clean = diagnose(c.clean, context=c.context(False))
+    with restored():
+        planted = diagnose(c.planted, context=c.context(True))
+    return Outcome(c, planted, clean)
+
+
+@contextmanager
+def restored() -> Iterator[None]:
+    """Put back what a case may plant in the process (torch threads, the CPU mask of every thread)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    mask = os.sched_getaffinity(0)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        for tid in (int(t) for t in os.listdir("/proc/self/task")):
+            try:
+                os.sched_setaffinity(tid, mask)
+            except OSError:
+                continue
