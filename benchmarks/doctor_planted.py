@@ -11,7 +11,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from planted import TOLERANCE, all_cases, run_case  # noqa: E402
+from planted import TOLERANCE, all_cases, measure  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -26,7 +26,7 @@ def main(names: list[str]) -> int:
         if why := c.skip():
             table.add_row(name, c.check, f"skipped: {why}", "", "", "", "")
             continue
-        o = run_case(c)
+        o = measure(c)
         ran += 1
         good += o.calibrated
         top = o.top.id if o.top is not None else "-"

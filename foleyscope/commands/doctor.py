@@ -154,7 +154,7 @@ def _try_fixes(report, args, preset: str, console) -> None:
     with tempfile.TemporaryDirectory(prefix="foleyscope-fix-") as tmp:
         current = _Config(mode, {}, args.video, None)
         base = _runs(_job(args, preset, mode, args.video, Path(tmp), console), args.repeat)
-        for finding in todo:
+        for order, finding in enumerate(todo, 1):
             trial = current.plus(finding, Path(tmp))
             notice(f"--try-fixes: {finding.id}: {trial.describe()}")
             try:
@@ -164,6 +164,7 @@ def _try_fixes(report, args, preset: str, console) -> None:
                 continue
             runs = _runs(_job(args, preset, trial.mode, video, Path(tmp), console), args.repeat)
             _record(finding, trial, base, runs, report.total_s)
+            finding.extra["try_fix"]["order"] = order  # applied on top of the earlier ones that helped
             if finding.helped():
                 current, base = trial, runs  # kept: the next fix is measured on top of this one
     report.findings = rank(report.findings)

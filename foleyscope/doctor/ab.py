@@ -21,7 +21,8 @@ from foleyscope.trace.procstat import cpu_wait_seconds
 
 Shape = tuple[int, int, int, str, str]  # tokens, in_features, out_features, device, dtype
 MAX_SHAPES = 16  # the largest shapes by FLOPs x calls; the rest is scaled in by FLOPs
-MIN_TIMED_S = 0.002  # each shape is called enough times to take at least this long
+MIN_TIMED_S = 0.02  # each shape is called enough times to take at least this long
+SETTLE_S = 0.01  # after a switch, a resized pool's idle workers stop spinning (they would share our cores)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def _chosen(shapes: dict[Shape, int]) -> tuple[list[tuple[Shape, int]], float]:
 def _seconds(chosen: list[tuple[Shape, int]], setting: Setting, reps: dict) -> float:
     total = 0.0
     with applied(setting):
+        time.sleep(SETTLE_S)
         for shape, calls in chosen:
             per, reps[shape, setting] = _time_shape(shape, setting.dtype or shape[4], reps.get((shape, setting)))
             total += per * calls
@@ -138,6 +140,8 @@ def compare(shapes: dict[Shape, int], a: Setting, b: Setting, repeats: int = 3) 
     if not chosen:
         return None
     reps: dict = {}
+    _seconds(chosen, a, reps)  # warm-up: thread pools resized, kernels chosen, call counts fixed
+    _seconds(chosen, b, reps)
     a_runs, b_runs = [], []
     wall, wait0 = time.perf_counter(), cpu_wait_seconds()
     for _ in range(repeats):
@@ -155,6 +159,32 @@ def measure(shapes: dict[Shape, int], setting: Setting) -> float:
     """Seconds the run's Linear calls take in one setting (one pass; the FLOPs not timed scaled in)."""
     chosen, coverage = _chosen(shapes)
     return _seconds(chosen, setting, {}) / coverage if chosen and coverage > 0 else 0.0
+
+
+_SPIN: dict[int, float] = {}
+
+
+def pool_spin_s() -> float:
+    """CPU seconds torch's intra-op workers burn spinning after a parallel op when the calling thread
+    then blocks (they spin a few ms before sleeping). The tracer's idle accounting allows this much of
+    other threads' CPU per wait as spinning, not work done in its place. Measured once per thread count."""
+    import torch
+
+    from foleyscope.trace.procstat import cpu_seconds, thread_schedstat
+
+    threads = torch.get_num_threads()
+    if threads not in _SPIN:
+        x = torch.randn(256, 256)
+        spins = []
+        for _ in range(3):
+            x @ x
+            sched, cpu = thread_schedstat(), cpu_seconds()
+            time.sleep(0.03)
+            after, cpu_after = thread_schedstat(), cpu_seconds()
+            own = after[0] - sched[0] if after and sched else 0.0
+            spins.append(max(0.0, cpu_after - cpu - own))
+        _SPIN[threads] = min(0.03, statistics.median(spins))
+    return _SPIN[threads]
 
 
 def stage_shapes(linears: dict, stages: list[str], device: str | None = None) -> dict[Shape, int]:

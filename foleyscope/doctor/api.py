@@ -65,6 +65,11 @@ def build_report(
 
     ctx = context or DiagnoseContext()
     env = environment.collect(tracer.modules)
+    if tracer.steps and ctx.probe and env.get("torch"):
+        from foleyscope.doctor.ab import pool_spin_s
+
+        with suspended():
+            env["pool_spin_s"] = round(pool_spin_s(), 5)
     run = RunData.from_tracer(tracer, samples, env, mem_before=mem_before or {}, mem_after=mem_after or {},
                               context=ctx, probe=ctx.probe)
     with suspended():  # the probes must not land in a tracer of an enclosing diagnosis

@@ -100,21 +100,23 @@ def _add(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else a + b
 
 
-def idle_wait(rec: StageRecord | StepRecord, cores: int) -> float | None:
+def idle_wait(rec: StageRecord | StepRecord, cores: int, spin_s: float = 0.0) -> float | None:
     """Seconds a stage's (or step's) thread was blocked while no other thread of the process worked in its
     place. Other threads' CPU time beyond what `cores - 1` of them can run beside the thread while it
     computes (a thread pool's share of a parallel op) is counted as work done during its waits: a thread
     waiting on its own workers (a threaded decoder) is not idle; one sleeping, or waiting on a lock or a
-    socket while nothing else runs, is."""
+    socket while nothing else runs, is. `spin_s`: the CPU a thread pool's workers burn spinning when the
+    thread stops handing them work (ab.pool_spin_s), allowed once, for a step's single wait."""
     if rec.blocked_s is None or rec.thread_run_s is None or rec.cpu_s is None:
         return None
     others = max(0.0, rec.cpu_s - rec.thread_run_s)
-    beside = rec.thread_run_s * max(0, cores - 1)
+    beside = rec.thread_run_s * max(0, cores - 1) + min(rec.blocked_s, spin_s)
     return max(0.0, rec.blocked_s - max(0.0, others - beside))
 
 
 def fold_stages(spans: list[StageRecord], steps: list[StepRecord], samples: list[Sample], total_s: float,
-                total_cpu_s: float, total_wait_s: float | None = None, cores: int = 1) -> dict[str, StageStats]:
+                total_cpu_s: float, total_wait_s: float | None = None, cores: int = 1,
+                spin_s: float = 0.0) -> dict[str, StageStats]:
     """Per-name statistics in order of first appearance, then OTHER (untraced time)."""
     child_s: dict[int, float] = {}
     child_cpu: dict[int, float] = {}
@@ -154,12 +156,18 @@ def fold_stages(spans: list[StageRecord], steps: list[StepRecord], samples: list
         st.h2d_bytes = _add(st.h2d_bytes, r.h2d_bytes)
         st.pageable_h2d = _add(st.pageable_h2d, r.pageable_h2d)
         st.blocking_h2d = _add(st.blocking_h2d, r.blocking_h2d)
+    sums: dict[str, list[float]] = {}
     for s in steps:
         if s.stage in out:
             out[s.stage].steps += 1
             out[s.stage].step_s += s.seconds
-            if s.blocked_s is not None:  # inside a step the thread blocks only to wait (a barrier spins)
-                out[s.stage].step_blocked_s = (out[s.stage].step_blocked_s or 0.0) + s.blocked_s
+            if s.blocked_s is not None and s.thread_run_s is not None and s.cpu_s is not None:
+                acc = sums.setdefault(s.stage, [0.0, 0.0, 0.0, 0.0])
+                for i, v in enumerate((s.blocked_s, s.thread_run_s, s.cpu_s, min(s.blocked_s, spin_s))):
+                    acc[i] += v
+    for name, (blocked, run, cpu, spin) in sums.items():  # summed first: CPU clocks of other threads lag by
+        # up to a tick at each read, which cancels over many steps but not within one
+        out[name].step_blocked_s = max(0.0, blocked - max(0.0, cpu - run - run * max(0, cores - 1) - spin))
     top = [r for r in spans if r.parent_index is None]
     other = StageStats(OTHER, 0.0, untraced=True)
     other.seconds = other.self_s = max(0.0, total_s - sum(r.seconds for r in top))
@@ -172,7 +180,7 @@ def fold_stages(spans: list[StageRecord], steps: list[StepRecord], samples: list
         target = out.get(s.stage) if s.stage is not None else other
         if target is not None:
             target.samples.append(s)
-    for st in out.values():  # a pool's workers spinning through a step's wait must not hide it
+    for st in out.values():  # a step is one wait at most: its count of spins is known, a stage's is not
         if st.step_blocked_s is not None and st.self_blocked_s is not None:
             st.self_blocked_s = max(st.self_blocked_s, st.step_blocked_s)
     out[OTHER] = other
@@ -202,7 +210,7 @@ class RunData:
     def from_tracer(cls, tracer: Tracer, samples: list[Sample], env: dict[str, Any], **kw: Any) -> RunData:
         cores = int(env.get("usable_cores") or env.get("logical_cores") or 1)
         stages = fold_stages(tracer.stages, tracer.steps, samples, tracer.total_s, tracer.cpu_s_total,
-                             tracer.cpu_wait_s_total, cores)
+                             tracer.cpu_wait_s_total, cores, float(env.get("pool_spin_s") or 0.0))
         return cls(tracer.total_s, tracer.cpu_s_total, stages, list(tracer.stages), list(tracer.steps),
                    list(tracer.events), list(samples), tracer.modules, env, **kw)
 
@@ -263,20 +271,26 @@ class RunData:
         return [s.name for s in self.traced()
                 if self.modules.compute.get(s.name) or (s.name in MODEL_STAGES and self.mode())]
 
+    def _within(self, name: str | None, wanted: set[str]) -> bool:
+        """Is stage `name` one of `wanted` or nested inside one of them?"""
+        while name is not None:
+            if name in wanted:
+                return True
+            name = self.stages[name].parent if name in self.stages else None
+        return False
+
     def linears(self, names: list[str], device: str | None = None) -> dict[tuple, int]:
         """Linear calls (shape -> calls) made in the named stages or in any stage nested inside them."""
         from foleyscope.doctor.ab import stage_shapes
 
         wanted = set(names)
+        return stage_shapes(self.modules.linears, [n for n in self.modules.linears if self._within(n, wanted)],
+                            device)
 
-        def inside(name: str | None) -> bool:
-            while name is not None:
-                if name in wanted:
-                    return True
-                name = self.stages[name].parent if name in self.stages else None
-            return False
-
-        return stage_shapes(self.modules.linears, [n for n in self.modules.linears if inside(n)], device)
+    def linear_seconds(self, names: list[str]) -> float:
+        """Wall seconds the run spent inside CPU Linear calls in the named stages or nested ones."""
+        wanted = set(names)
+        return sum(secs for stage, secs in self.modules.linear_s.items() if self._within(stage, wanted))
 
     def outermost(self, names: list[str]) -> list[str]:
         """Drop names nested inside another listed name, so their seconds are not counted twice."""

@@ -102,6 +102,10 @@ class ModuleLog:
         self.clock: Callable[[], float] = time.perf_counter
         self.registered_at: dict[int, float] = {}
         self.loads: list[tuple[str, float, float]] = []
+        # wall seconds inside CPU Linear calls per stage: what the run's matmuls took as it ran, beside which
+        # the doctor re-times the same shapes (an idle machine, another dtype, other threads)
+        self.linear_s: dict[str | None, float] = defaultdict(float)
+        self._linear_t0 = threading.local()
         self._seen: set[tuple[str | None, int]] = set()
         self._roots: dict[int, weakref.ref] = {}
         self._depth = threading.local()
@@ -134,6 +138,8 @@ class ModuleLog:
     def pre(self, module: Any, stage: str | None, torch: Any, args: Any = ()) -> None:
         if isinstance(module, torch.nn.Linear):
             self._linear(module, args, stage, torch)
+            if module.weight.device.type == "cpu":  # on a GPU the call only queues work: no time to read
+                self._linear_t0.t, self._linear_t0.m = time.perf_counter(), module
         depth = getattr(self._depth, "d", 0)
         self._depth.d = depth + 1
         if depth == 0:
@@ -162,8 +168,11 @@ class ModuleLog:
                 eff = norm_dtype(torch.get_autocast_dtype(dev))
             self.compute[stage][(dev, eff)] += p.numel()
 
-    def post(self) -> None:
+    def post(self, module: Any = None, stage: str | None = None) -> None:
         self._depth.d = max(0, getattr(self._depth, "d", 1) - 1)
+        if module is not None and getattr(self._linear_t0, "m", None) is module:
+            self.linear_s[stage] += time.perf_counter() - self._linear_t0.t
+            self._linear_t0.m = None
 
 
 def watch_modules(log: ModuleLog, current_stage: Callable[[], str | None]) -> Callable[[], None]:
@@ -180,7 +189,7 @@ def watch_modules(log: ModuleLog, current_stage: Callable[[], str | None]) -> Ca
     def post_hook(module: Any, args: Any, output: Any) -> None:
         if is_compiling():
             return
-        log.post()
+        log.post(module, current_stage())
 
     def registered(module: Any, name: str, param: Any) -> None:
         if param is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 
 
 def cpu_seconds() -> float:
@@ -33,16 +34,17 @@ def cpu_wait_seconds() -> float | None:
 
 
 def thread_schedstat() -> tuple[float, float] | None:
-    """(seconds on a core, seconds runnable but waiting for one) of the calling thread, from
-    /proc/thread-self/schedstat. Wall time minus their sum is time it was blocked: sleeping, waiting on a
-    lock, a pipe, a socket, the disk or another thread, which no CPU counter shows. None where the
-    kernel does not say."""
+    """(seconds on a core, seconds runnable but waiting for one) of the calling thread. The first is its
+    CPU clock (exact: the kernel brings it up to date when asked, where /proc's schedstat lags by up to
+    a tick); the second comes from /proc/thread-self/schedstat. Wall time minus their sum is time the
+    thread was blocked: sleeping, waiting on a lock, a pipe, a socket, the disk or another thread, which
+    no CPU counter shows. None where the kernel does not say."""
     try:
         with open("/proc/thread-self/schedstat") as f:
-            run_ns, wait_ns = f.read().split()[:2]
-    except (OSError, ValueError):
+            wait_ns = f.read().split()[1]
+    except (OSError, ValueError, IndexError):
         return None
-    return int(run_ns) / 1e9, int(wait_ns) / 1e9
+    return time.thread_time(), int(wait_ns) / 1e9
 
 
 class PeakRss:

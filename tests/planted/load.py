@@ -15,7 +15,7 @@ from foleyscope.stages import Stage
 from foleyscope.trace import stage
 from planted import case
 
-WIDTH, DEPTH, VIDEOS = 1024, 16, 2
+WIDTH, DEPTH, VIDEOS = 2048, 12, 2
 
 
 class Net(torch.nn.Module):

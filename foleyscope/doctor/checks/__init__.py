@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from foleyscope.doctor.checks import bound, input, mode, service, timing, utilisation  # noqa: F401 - registers
+from foleyscope.doctor.checks import bound, cpu, decode, input, mode, service, timing, utilisation  # noqa: F401
 from foleyscope.doctor.finding import Finding, rank
 from foleyscope.doctor.registry import Check, registered
 from foleyscope.doctor.run import RunData

@@ -1,14 +1,17 @@
 """Step 4 of the diagnosis: is the input file heavier than the model needs?
 
 The model looks at frames sampled at 8 fps (squashed to 512x512) and 25 fps (224x224) and works in
-15 s windows. Pixels above 720p, frames above 25 fps, a costly codec or deep pixels are decoded and
-thrown away: they cost decode time and buy nothing. So every cost rule here is priced in one unit,
-decode work = width x height x fps x duration x codec factor x bit-depth factor, and one `foleyscope
-prep` run removes all of it. That is why the decode-cost rules (and the correctness rules fixed by
-the same prep run: variable frame rate, rotation) are reported as ONE finding,
-`input_needs_normalising`, with each rule's reason in its evidence: separate findings would share
-one fix and double count one saving. Length is a separate root cause (trimming changes what you get
-back, and every stage scales with it), priced *after* normalisation so the two savings add up.
+15 s windows. Pixels above 720p, frames above 25 fps, a costly codec, deep pixels or a mezzanine bit
+rate are decoded and thrown away. One `foleyscope prep` run removes all of them, so those rules (and
+the correctness rules fixed by the same run: variable frame rate, rotation) are ONE finding,
+`input_needs_normalising`, with each rule's reason in its evidence: separate findings would share one
+fix and double count one saving. Length is a separate root cause (trimming changes what you get back,
+and the model stages scale with it), priced *after* normalisation so the two savings add up.
+
+Nothing here is a guessed cost factor: the saving is measured in this run. prep runs on a sample of
+the file, the sample and its prep'd copy are decoded the way the engine decodes (decode_timing.py),
+and their ratio prices the decode the run actually did. A rule whose fix measures no faster (a high
+bit rate that prep keeps, say, on the file prep itself wrote) is dropped instead of reported.
 """
 
 from __future__ import annotations
@@ -19,23 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from foleyscope.doctor.decode_timing import sampled_decode
+from foleyscope.doctor import decode_timing as dt
+from foleyscope.doctor.checks.decode import decode_budget
 from foleyscope.doctor.finding import Finding, Severity
 from foleyscope.doctor.registry import Found, check
 from foleyscope.doctor.run import RunData
-from foleyscope.stages import STAGES, Stage
+from foleyscope.stages import Stage
 
 if TYPE_CHECKING:
     from foleyscope.media.probe import MediaInfo
 
-# Software decode cost per pixel relative to H.264 8-bit (FFmpeg decoders, typical camera footage).
-# Rough on purpose: for the inputs that matter (4K, 60 fps) the pixel rate dominates the estimate.
-CODEC_COST: dict[str, float] = {
-    "h264": 1.0, "hevc": 1.5, "vp9": 1.3, "av1": 1.5, "mpeg4": 0.9, "mpeg2video": 0.8,
-}
-DEEP_PIXEL_COST = 1.25  # 10/12-bit samples: wider arithmetic and a costlier colour conversion
 DEEP_TAGS = ("p10", "p12", "p14", "p16", "10le", "10be", "12le", "12be", "p010", "p016")
 MP4_FAMILY = ("mp4", "mov", "m4v", "m4a", "3gp", "3g2", "mj2")
+BIT_RATE_MIN_GAIN = 0.8  # the bit-rate rule stands only if prep's copy decodes in <= 80% of the time
+CRITICAL_RATIO = 0.25  # prep's copy decodes in a quarter of the time or less
+PER_SECOND = (Stage.VISUAL_ENCODE, Stage.POSTPROCESS)  # work per second of video (8 fps frames, the mux)
+PER_WINDOW = (Stage.SYNC_ENCODE, Stage.DENOISE, Stage.VAE_DECODE)  # the engine's work per 15 s window
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ ARTICLE = InputLimits()
 
 @dataclass(frozen=True)
 class _Audit:
-    """What both step 4 checks read about one input: the rules it breaks and the decode they cost."""
+    """What both step 4 checks read about one input: the rules it breaks, what prep would do about them
+    and the measured decode before and after."""
 
     info: MediaInfo
     video_path: str
@@ -65,28 +68,38 @@ class _Audit:
     limits: InputLimits
     reasons: list[dict[str, Any]]
     long_clip: bool
-    decode_s: float
+    decode_s: float  # the decode this file needs in this run (the stage less any wasted work)
     decode_source: str
-    flags: list[str]  # the prep flags that normalise it
-    ratio: float  # decode work after prep / before
-    after: tuple[int, int, float]  # width, height, fps after prep
+    reference: dt.DecodeTiming
+    prepped: dt.PreppedDecode
+    ratio: float  # measured decode time per second of video, prep'd copy / input
+    flags: list[str]  # the one prep command's flags, for every input finding at once
+    out: str  # its output file
+    windowed: bool  # the model stages run per 15 s window (the engine), not per second
+
+    @property
+    def keep(self) -> float:
+        return min(1.0, self.limits.window_s / float(self.info.duration_s))
 
 
 def _audit(info: MediaInfo, video_path: str, stage_seconds: dict[str, float], limits: InputLimits,
-           sample_seconds: float) -> _Audit | None:
+           sample_s: float, windowed: bool, out_dir: str | None, decode_cpu_s: float | None = None) -> _Audit | None:
     """None when the input is fine; `stage_seconds` may be empty: decode is then measured on a sample."""
     reasons = _reasons(info, video_path, limits)
-    long_clip = info.duration_s is not None and info.duration_s > limits.window_s
+    long_clip = bool(info.duration_s) and info.duration_s > limits.window_s
+    if not video_path or not info.duration_s or (not reasons and not long_clip):
+        return None  # nothing to fix, or nothing to measure it on
+    d = float(info.duration_s)
+    decode_s, source, ref = _decode_seconds(video_path, d, stage_seconds.get(Stage.DECODE), decode_cpu_s, sample_s)
+    flags = _prep_flags(info, reasons, limits) + (["--max-seconds", f"{limits.window_s:g}"] if long_clip else [])
+    prepped = dt.prepped_decode(video_path, ref.media_s, prep_kwargs(flags))
+    ratio = _rate(prepped.timing) / _rate(ref) if _rate(ref) > 0 else 1.0
+    reasons = [r for r in reasons if r["rule"] != "bit_rate" or ratio <= BIT_RATE_MIN_GAIN]
     if not reasons and not long_clip:
         return None
-    decode_s, decode_source = _decode_seconds(info, video_path, stage_seconds, sample_seconds)
-    before = decode_work(info.width, info.height, _fps(info), info.video_codec, info.pix_fmt)
-    # prep always writes H.264 8-bit at the target rate, short side at most 720 (see media/prep.py)
-    after_w, after_h = target_size(info, limits)
-    after = decode_work(after_w, after_h, limits.target_fps, limits.codec, "yuv420p") if reasons else before
-    ratio = min(1.0, after / before) if before > 0 else 1.0
-    return _Audit(info, video_path, stage_seconds, limits, reasons, long_clip, decode_s, decode_source,
-                  _prep_flags(info, reasons, limits), ratio, (after_w, after_h, limits.target_fps))
+    what = ("prepped" if reasons and long_clip else "normalised" if reasons else f"first{limits.window_s:g}s")
+    return _Audit(info, video_path, stage_seconds, limits, reasons, long_clip, decode_s, source, ref, prepped,
+                  ratio, flags, _prep_output(video_path, what, out_dir), windowed)
 
 
 def _run_audit(run: RunData) -> _Audit | None:
@@ -95,7 +108,10 @@ def _run_audit(run: RunData) -> _Audit | None:
     if info is None:
         return None
     seconds = {name: row["seconds"] for name, row in run.tables.stages.items()}
-    return _audit(info, run.context.video_path or "", seconds, ARTICLE, 1.0)
+    decode = run.stages.get(Stage.DECODE)
+    return _audit(info, run.context.video_path or "", seconds, ARTICLE, dt.FALLBACK_SAMPLE_S,
+                  windowed=bool(run.mode()), out_dir=getattr(run.context, "out_dir", None),
+                  decode_cpu_s=decode.cpu_s if decode is not None else None)
 
 
 @check("input_needs_normalising", step=4,
@@ -107,7 +123,7 @@ def input_needs_normalising(run: RunData) -> Found | None:
 
 
 @check("input_long_clip", step=4,
-       doc="input longer than the model's 15 s window: every stage scales with length; "
+       doc="input longer than the model's 15 s window: decode and the model stages scale with length; "
            "`foleyscope prep --max-seconds 15` if the rest is not needed")
 def input_long_clip(run: RunData) -> Found | None:
     audit = _run_audit(run)
@@ -115,10 +131,13 @@ def input_long_clip(run: RunData) -> Found | None:
 
 
 def check_input(info: MediaInfo, video_path: str, stage_seconds: dict[str, float], *,
-                limits: InputLimits = ARTICLE, sample_seconds: float = 1.0) -> list[Finding]:
+                limits: InputLimits = ARTICLE, sample_seconds: float = dt.FALLBACK_SAMPLE_S,
+                windowed: bool = True, out_dir: str | None = None) -> list[Finding]:
     """Both step 4 checks on one file outside a diagnosis. `stage_seconds` holds measured stage times
-    keyed by Stage names (may be empty: then decode is measured here on a short sample)."""
-    audit = _audit(info, video_path, stage_seconds, limits, sample_seconds)
+    keyed by Stage names (may be empty: then decode is measured here on up to `sample_seconds` of video);
+    `windowed`: the model stages run per 15 s window, as the engine's do; fix outputs go to `out_dir`
+    (default: the current folder)."""
+    audit = _audit(info, video_path, stage_seconds, limits, sample_seconds, windowed, out_dir)
     if audit is None:
         return []
     return input_needs_normalising.findings(_normalising(audit)) + input_long_clip.findings(_long_clip(audit))
@@ -127,37 +146,114 @@ def check_input(info: MediaInfo, video_path: str, stage_seconds: dict[str, float
 def _normalising(a: _Audit) -> Found | None:
     if not a.reasons:
         return None
-    after_w, after_h, after_fps = a.after
-    # prep trims to the window by default: the normalising command keeps the whole clip
-    keep_all = a.flags + (["--max-seconds", f"{math.ceil(a.info.duration_s)}"] if a.long_clip else [])
+    saving = max(0.0, a.decode_s * (1 - a.ratio))
+    evidence = {
+        "reasons": a.reasons, "probed": _probed(a.info), "decode_s": round(a.decode_s, 4),
+        "decode_source": a.decode_source, "decode_ratio_after_prep": round(a.ratio, 4),
+        "measured": (f"input: {a.reference.describe()}; prep'd copy of the same "
+                     f"{a.prepped.timing.media_s:.2f} s: {a.prepped.timing.describe()}"),
+        "estimate": ("saving = decode_s x (1 - ratio); ratio = decode time per second of video of prep's copy "
+                     "over the input's, both decoded as the engine decodes (8 fps 512x512 and 25 fps 224x224). "
+                     "Model stages do not depend on input resolution or frame rate"),
+        "prep_cost_s": round(_prep_cost(a), 2),
+        "prep_cost": ("prep decodes the file once and encodes it at 720p (the time above, measured on the "
+                      "sample): it pays back when the same clip is generated more than once or is uploaded"),
+    }
+    if a.long_clip:
+        keep_all = [*a.flags[:-2], "--max-seconds", f"{math.ceil(a.info.duration_s)}"]
+        evidence["shared_fix"] = "the same command also trims the clip (input_long_clip): one prep for both"
+        normalised = _prep_output(a.video_path, "normalised", str(Path(a.out).parent))
+        evidence["keep_whole_clip"] = prep_command(a.video_path, normalised, keep_all)
     return Found(
-        severity=_normalising_severity(a.reasons, a.ratio),
+        severity=_normalising_severity(a.reasons, a.ratio, saving),
         title="Input is heavier than the model needs: " + ", ".join(r["value"] for r in a.reasons),
-        evidence={
-            "reasons": a.reasons, "probed": _probed(a.info), "decode_s": round(a.decode_s, 4),
-            "decode_source": a.decode_source, "decode_work_ratio_after_prep": round(a.ratio, 4),
-            "estimate": (
-                "saving = decode_s x (1 - work_after / work_before); decode work = width x height x fps "
-                f"x codec factor ({_factors_text()}) x {DEEP_PIXEL_COST} for >8-bit; after prep: "
-                f"{after_w}x{after_h} {after_fps:g} fps {a.limits.codec} 8-bit. Model stages do not "
-                "depend on input resolution or frame rate (frames are resampled to fixed sizes and "
-                "rates)"),
-            "prep_cost": ("prep itself decodes the file once and encodes it at 720p: it pays back when the "
-                          "same clip is generated more than once (prompts, seeds, retries) or is uploaded; "
-                          "--try-fixes reports its time"),
-        },
-        fix=prep_command(a.video_path, _prep_output(a.video_path, "normalised"), keep_all),
-        est_saving_s=round(a.decode_s * (1 - a.ratio), 4),
-        fix_prep=prep_kwargs(keep_all),
+        evidence=evidence,
+        fix=prep_command(a.video_path, a.out, a.flags),
+        est_saving_s=round(saving, 4),
+        fix_prep=prep_kwargs(a.flags),
+        extra={"fix_group": "prep"} if a.long_clip else {},
     )
 
 
-def decode_work(width: int, height: int, fps: float, codec: str | None, pix_fmt: str | None) -> float:
-    """Decoded pixels per second of video, weighted by codec and bit depth (duration cancels out)."""
-    cost = CODEC_COST.get((codec or "").lower(), 1.0)
-    if is_deep(pix_fmt):
-        cost *= DEEP_PIXEL_COST
-    return float(width) * float(height) * float(fps) * cost
+def _long_clip(a: _Audit) -> Found | None:
+    if not a.long_clip:
+        return None
+    d, limits = float(a.info.duration_s), a.limits
+    # decode after normalising when that finding takes the rest; else all of prep's effect is this fix's
+    ratio = min(a.ratio, 1.0)
+    # an input that needs no normalising is re-encoded to much the same thing: trimming is the whole effect
+    decode = a.decode_s * ratio * (1 - a.keep) if a.reasons else a.decode_s * (1 - a.keep)
+    stages = _scaled_stages(a)
+    saving = decode + sum(stages.values())
+    how = ("decode (after normalising) and the stages that scale with length: visual encode and "
+           f"post-processing x (1 - {limits.window_s:g} / {d:.3g})")
+    how += (f"; sync encode, denoise and VAE decode run per window: x (1 - 1 / {_window_count(d, limits)} windows)"
+            if a.windowed else "; the other model stages x the same share")
+    evidence = {
+        "duration_s": round(d, 3), "window_s": limits.window_s, "probed": _probed(a.info),
+        "decode_saved_s": round(decode, 4), "stages_saved_s": {k: round(v, 4) for k, v in stages.items()},
+        "decode_s": round(a.decode_s, 4), "decode_source": a.decode_source,
+        "decode_ratio_after_prep": round(a.ratio, 4),
+        "estimate": how + " (counted after the normalising saving, so the two add up); load and text encode "
+                          "do not depend on length",
+        "note": "trimming drops the rest of the clip; keep it if you need sound for all of it "
+                "(the engine windows long clips)",
+    }
+    if not stages:
+        evidence["lower_bound"] = "only decode was measured (no model stage ran): the model stages scale too"
+    if a.reasons:
+        evidence["shared_fix"] = "the same command also normalises the input (input_needs_normalising)"
+    return Found(
+        severity="warning" if d > limits.long_s else "info",
+        title=f"Input is {d:.1f} s, longer than the model's {limits.window_s:g} s window",
+        evidence=evidence,
+        fix=prep_command(a.video_path, a.out, a.flags),
+        est_saving_s=round(saving, 4),
+        fix_prep=prep_kwargs(a.flags),
+        extra={"fix_group": "prep"} if a.reasons else {},
+    )
+
+
+def _scaled_stages(a: _Audit) -> dict[str, float]:
+    """Seconds each model / post stage would save on the trimmed clip (pipeline stages only: a stage
+    table may also hold nested, user or "other" rows)."""
+    d = float(a.info.duration_s)
+    out: dict[str, float] = {}
+    for name, seconds in a.stage_seconds.items():
+        if name in PER_WINDOW and a.windowed:
+            out[str(name)] = seconds * (1 - 1 / _window_count(d, a.limits))
+        elif name in PER_SECOND or name in PER_WINDOW:
+            out[str(name)] = seconds * (1 - a.keep)
+    return out
+
+
+def _window_count(duration_s: float, limits: InputLimits) -> int:
+    from foleyscope.engine.windows import plan_windows  # imports torch: only when the engine ran
+
+    return len(plan_windows(duration_s, limits.window_s))
+
+
+def _decode_seconds(video_path: str, d: float, stage_s: float | None, stage_cpu_s: float | None,
+                    sample_s: float) -> tuple[float, str, dt.DecodeTiming]:
+    """(decode seconds to price, where they come from, the reference timing of the input)."""
+    if stage_s:
+        budget = decode_budget(video_path, d, stage_s, stage_cpu_s or None)
+        source = "measured: the run's decode stage"
+        if budget.wasted_s:
+            source += f", less {budget.wasted_s:.2f} s of wasted decode work (decode_wasted_work)"
+        return budget.needed_s, source, budget.reference
+    ref = dt.reference_decode(video_path, dt.sample_seconds(d, None, sample_s), d)
+    return ref.full_s, f"measured: one pass at the model's frame sizes, {ref.describe()}", ref
+
+
+def _rate(t: dt.DecodeTiming) -> float:
+    return t.best_s / t.media_s if t.media_s > 0 else 0.0
+
+
+def _prep_cost(a: _Audit) -> float:
+    """prep's time on the sample, scaled to the part of the file the fix writes."""
+    written = min(float(a.info.duration_s), a.limits.window_s if a.long_clip else math.inf)
+    return a.prepped.prep_s * written / max(a.reference.media_s, 1e-3)
 
 
 def is_deep(pix_fmt: str | None) -> bool:
@@ -205,12 +301,10 @@ def _reasons(info: MediaInfo, video_path: str, limits: InputLimits) -> list[dict
             "the audio")
     codec = (info.video_codec or "unknown").lower()
     if codec != limits.codec:
-        factor = CODEC_COST.get(codec)
-        cost = f"about {factor:g}x the decode cost of H.264" if factor else "decode cost unknown"
-        add("codec", codec.upper(), "H.264", None, f"{cost}; prep re-encodes to H.264")
+        add("codec", codec.upper(), "H.264", None, "costlier to decode than H.264; prep re-encodes to H.264")
     if is_deep(info.pix_fmt):
         add("bit_depth", f"{info.pix_fmt}", "8-bit yuv420p", None,
-            f"deep samples cost about {DEEP_PIXEL_COST}x to decode and convert; the model uses 8-bit RGB")
+            "deep samples cost more to decode and convert; the model uses 8-bit RGB")
     if not _is_mp4(info.container, video_path):
         add("container", _container_name(info.container, video_path), "MP4", None,
             "MP4 seeks and timestamps most reliably; prep writes MP4")
@@ -222,8 +316,7 @@ def _reasons(info: MediaInfo, video_path: str, limits: InputLimits) -> list[dict
         if bpp > limits.max_bits_per_pixel or info.bit_rate > limits.max_bit_rate:
             add("bit_rate", f"{info.bit_rate / 1e6:.1f} Mb/s ({bpp:.2f} bits/pixel)",
                 f"<= {limits.max_bits_per_pixel} bits/pixel", None,
-                "entropy decoding scales with bits; a mezzanine-rate file decodes slowly "
-                "(not in the estimate)")
+                "entropy decoding scales with bits; kept only when prep's copy measured faster to decode")
     return out
 
 
@@ -239,51 +332,8 @@ def _prep_flags(info: MediaInfo, reasons: list[dict[str, Any]], limits: InputLim
     return flags
 
 
-def _long_clip(a: _Audit) -> Found | None:
-    if not a.long_clip:
-        return None
-    d, limits = float(a.info.duration_s), a.limits
-    keep = limits.window_s / d
-    # only the pipeline's own stages (a stage table may also hold nested, user or "other" rows)
-    others = {k: v for k, v in a.stage_seconds.items() if k in STAGES and k not in (Stage.LOAD, Stage.DECODE)}
-    base = sum(others.values()) + a.decode_s * a.ratio
-    saving = base * (1 - keep)
-    if others:
-        how = ("all stages but load scale with length: saving = (other stages + decode after normalising) "
-               f"x (1 - {limits.window_s:g} / {d:.3g})")
-    else:
-        how = ("only decode was measured (the model stages were not run): saving = decode after normalising "
-               f"x (1 - {limits.window_s:g} / {d:.3g}); a lower bound, the model stages scale the same way")
-    all_flags = [*a.flags, "--max-seconds", f"{limits.window_s:g}"]
-    return Found(
-        severity="warning" if d > limits.long_s else "info",
-        title=f"Input is {d:.1f} s, longer than the model's {limits.window_s:g} s window",
-        evidence={
-            "duration_s": round(d, 3), "window_s": limits.window_s, "probed": _probed(a.info),
-            "scaling_stages_s": {str(k): round(v, 4) for k, v in others.items()},
-            "decode_s": round(a.decode_s, 4), "decode_source": a.decode_source,
-            "estimate": how + " (counted after the normalising saving, so the two add up)",
-            "note": "trimming drops the rest of the clip; keep it if you need sound for all of it "
-                    "(the engine windows long clips)",
-        },
-        fix=prep_command(a.video_path, _prep_output(a.video_path, f"first{a.limits.window_s:g}s"), all_flags),
-        est_saving_s=round(saving, 4),
-        fix_prep=prep_kwargs(all_flags),
-    )
-
-
-def _decode_seconds(info: MediaInfo, video_path: str, stage_seconds: dict[str, float],
-                    sample_seconds: float) -> tuple[float, str]:
-    if Stage.DECODE in stage_seconds:
-        return float(stage_seconds[Stage.DECODE]), "measured: the pipeline's decode stage"
-    total = info.frame_count or round((info.duration_s or 0) * _fps(info)) or 1
-    s = sampled_decode(video_path, int(total), sample_seconds)
-    return s.est_full_s, (f"sample decode: {s.frames} frames ({s.media_s:.2f} s of video) in "
-                          f"{s.wall_s:.3f} s, extrapolated to {int(total)} frames")
-
-
-def _normalising_severity(reasons: list[dict[str, Any]], ratio: float) -> Severity:
-    if ratio <= 0.25:
+def _normalising_severity(reasons: list[dict[str, Any]], ratio: float, saving: float) -> Severity:
+    if ratio <= CRITICAL_RATIO and saving > 0:
         return "critical"
     if any(r["rule"] != "container" for r in reasons):
         return "warning"
@@ -330,12 +380,12 @@ def _container_name(container: str | None, video_path: str) -> str:
     return (container or Path(video_path).suffix.lstrip(".") or "unknown").upper()
 
 
-def _prep_output(video_path: str, what: str) -> str:
-    """The fix's own output, in the current folder (the input's may be read-only or far away), named
-    for what it holds so two fixes never write the same file, and never the input itself."""
-    name = f"{Path(video_path).stem}_{what}.mp4"
+def _prep_output(video_path: str, what: str, out_dir: str | None = None) -> str:
+    """The fix's own output, in `out_dir` or the current folder (the input's may be read-only or far
+    away), named for what it holds so two different fixes never write the same file, and never the input."""
+    name = str(Path(out_dir or "") / f"{Path(video_path).stem}_{what}.mp4")
     if Path(name).resolve() == Path(video_path).resolve():
-        name = f"{Path(video_path).stem}_{what}_prep.mp4"
+        name = str(Path(out_dir or "") / f"{Path(video_path).stem}_{what}_prep.mp4")
     return name
 
 
@@ -343,7 +393,3 @@ def _probed(info: MediaInfo) -> dict[str, Any]:
     keys = ("container", "video_codec", "width", "height", "display_width", "display_height", "fps",
             "fps_is_variable", "duration_s", "bit_rate", "pix_fmt", "rotation", "size_bytes")
     return {k: getattr(info, k, None) for k in keys}
-
-
-def _factors_text() -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in CODEC_COST.items())

@@ -11,8 +11,8 @@ from foleyscope.doctor.run import HOST_STAGES, MODEL_STAGES, OTHER, RunData
 DOMINANT_SHARE = 0.4
 UNTRACED_SHARE = 0.25
 HOST_FIXES = {
-    "decode": "Normalise the input first: `foleyscope prep VIDEO -o prepped.mp4` (720p, 25 fps, H.264, <= 15 s); "
-              "see the step 4 findings.",
+    "decode": "See decode_wasted_work and the step 4 input findings for what decoding costs and why: decode once, "
+              "at the model's frame sizes (extract_frames), and normalise an input above 720p / 25 fps.",
     "postprocess": "Write the WAV and mux without re-encoding the video (stream copy), and skip the mux when "
                    "only audio is needed.",
 }

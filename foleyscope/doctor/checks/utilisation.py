@@ -218,6 +218,14 @@ def cpu_contention(run: RunData) -> Found | None:
                           "count); the numbers of a shared machine are uncertain"}
     fix = ("Give the job the cores: stop other CPU-heavy processes (see `top`) or run it where nothing else "
            "does.")
+    slowed = _slowed_matmuls(run)
+    if slowed is not None:
+        during, now, stages_s = slowed
+        ev.update(linear_during_run_s=round(during, 3), linear_retimed_s=round(now, 3))
+        if now < during:  # the load had eased by the time the probe ran: the model stages' slow-down, measured
+            est = max(est, stages_s * (1 - now / during))
+            ev["saving_basis"] = ("the model stages' time x (1 - the run's Linear calls re-timed after the run / "
+                                  "as they ran), or the threads' wait, whichever is larger")
     fewer = _fewer_threads(run)
     if fewer is not None:  # measured now, under whatever load is still there
         ev.update(fewer.evidence("one_thread_ab"))
@@ -229,6 +237,19 @@ def cpu_contention(run: RunData) -> Found | None:
         title=f"threads waited {wait_total:.2f} thread-s for a core: the CPU was shared",
         evidence=ev, fix=fix, est_saving_s=est,
     )
+
+
+def _slowed_matmuls(run: RunData) -> tuple[float, float, float] | None:
+    """(seconds the CPU model stages' Linear calls took during the run, the same calls re-timed now, those
+    stages' seconds): under contention the first is inflated; a quiet re-time shows by how much."""
+    names = run.outermost([n for n in run.model_stages() if run.stage_device(n) == "cpu"])
+    during = run.linear_seconds(names)
+    shapes = run.linears(names, "cpu")
+    if not names or during <= 0 or not shapes or not run.probe:
+        return None
+    from foleyscope.doctor import ab
+
+    return during, ab.measure(shapes, ab.Setting()), sum(run.stages[n].self_s for n in names)
 
 
 def _fewer_threads(run: RunData):  # noqa: ANN202 - ab.AB | None, imported late
