@@ -137,15 +137,32 @@ def peak_flops(device: str = "cpu", dtype: str = "fp32") -> float:
     return measure(device, (dtype,))[norm_dtype(dtype)].flops_per_s
 
 
+def ratio_probe(device: str, dtypes: tuple[str, ...]) -> dict[str, Measurement]:
+    """The measurement that decides between dtypes. On a CPU it runs on one thread: the speed-up of one
+    dtype over another is a property of the core, and a multi-threaded matmul on a shared machine waits
+    at every barrier for a thread another process has descheduled (the probe then read 40-60x where a
+    quiet machine reads 4x)."""
+    if norm_device(device) != "cpu":
+        return measure(device, dtypes)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return measure(device, dtypes)
+    finally:
+        torch.set_num_threads(before)
+
+
 def speedup(device: str, fast: str, base: str = "fp32") -> float:
     """Measured matmul speed of `fast` over `base` on `device` (> 1: `fast` is faster)."""
-    found = measure(device, (base, fast))
+    found = ratio_probe(device, (base, fast))
     return found[norm_dtype(fast)].flops_per_s / found[norm_dtype(base)].flops_per_s
 
 
 def fastest_dtype(device: str = "cpu", candidates: tuple[str, ...] = ("fp32", "bf16")) -> str:
     """The candidate with the highest measured matmul throughput on `device` (what the engine should run)."""
-    found = measure(device, candidates)
+    found = ratio_probe(device, candidates)
     return max(found.values(), key=lambda m: m.flops_per_s).dtype
 
 

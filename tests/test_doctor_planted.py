@@ -31,6 +31,8 @@ def test_the_suite_plants_at_least_15_distinct_causes() -> None:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_the_planted_cause_is_ranked_first_with_a_positive_estimate(outcomes, name: str) -> None:
     o = _outcome(outcomes, name)
+    if o.case.needs_free_cores and o.contended:
+        pytest.skip("other processes held the cores: more threads or cores would not have helped this run")
     got = [(f.id, round(f.est_saving_s, 3)) for f in o.planted.findings]
     assert o.ranked_first, f"{name}: expected {o.case.check} first, got {got}"
 
@@ -43,7 +45,12 @@ def test_the_fix_removes_the_finding_and_the_clean_twin_raises_no_warning(outcom
 
 
 def test_estimates_hold_when_the_fix_is_applied(outcomes) -> None:
-    """Within 30% of the measured saving (planted minus clean) in all but one case that ran."""
-    rows = {n: (round(o.estimate_s, 3), round(o.measured_saving_s, 3)) for n, o in outcomes.items()}
-    off = [n for n, o in outcomes.items() if not o.calibrated]
+    """Within 30% of the measured saving (planted minus clean) in all but one case, among the cases
+    measured while no other process held the cores (the doctor says when one did: then a twin's time
+    measures the machine's load, not the cause). At least 12 such cases are needed to judge."""
+    quiet = {n: o for n, o in outcomes.items() if not o.contended}
+    if len(quiet) < 12:
+        pytest.skip(f"the machine was shared: only {len(quiet)} of {len(outcomes)} cases ran on free cores")
+    rows = {n: (round(o.estimate_s, 3), round(o.measured_saving_s, 3)) for n, o in quiet.items()}
+    off = [n for n, o in quiet.items() if not o.calibrated]
     assert len(off) <= 1, f"off by more than {TOLERANCE:.0%} or not first: {off}; (estimate, measured): {rows}"

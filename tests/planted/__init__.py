@@ -40,6 +40,7 @@ class Case:
     skip: Callable[[], str | None] = lambda: None
     warmup: Callable[[], Any] | None = None  # run once, untraced, before either twin (imports, caches)
     seconds: Callable[[Report], float] = lambda report: report.total_s  # the time the fix acts on
+    needs_free_cores: bool = False  # the cause exists only while cores are free (threads, CPU mask)
     doc: str = ""
 
 
@@ -101,6 +102,14 @@ class Outcome:
     @property
     def calibrated(self) -> bool:
         return self.ranked_first and self.error <= TOLERANCE
+
+    @property
+    def contended(self) -> bool:
+        """Did other processes hold the cores during a twin (the doctor's own `uncertain` note)? Then its
+        times say as much about the machine's load as about the cause, and are not compared. The
+        contention case's planted twin is contended by design: only its clean twin counts."""
+        reports = [self.clean] if self.case.check in ENVIRONMENTAL else [self.clean, self.planted]
+        return any(r.meta.get("uncertain") for r in reports)
 
     @property
     def clean_warnings(self) -> list[str]:

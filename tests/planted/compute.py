@@ -124,7 +124,7 @@ def _need_cores() -> str | None:
     return None if len(os.sched_getaffinity(0)) >= 2 else "needs at least 2 usable cores"
 
 
-@case("torch_one_thread", "torch_threads_low", skip=_need_cores, warmup=_warm_one_thread)
+@case("torch_one_thread", "torch_threads_low", skip=_need_cores, warmup=_warm_one_thread, needs_free_cores=True)
 def _one_thread():
     """torch.set_num_threads(1) on a machine with 2 or more cores."""
     cores = len(os.sched_getaffinity(0))
@@ -138,7 +138,8 @@ def _masked(cores: set[int]) -> None:
     _denoise(steps)
 
 
-@case("taskset_one_core", "cpu_affinity_narrow", skip=_need_cores, warmup=_warm_one_thread)
+@case("taskset_one_core", "cpu_affinity_narrow", skip=_need_cores, warmup=_warm_one_thread,
+      needs_free_cores=True)
 def _one_core():
     """The process masked to one core (`taskset -c 0`) on a machine with more."""
     every = set(range(os.cpu_count() or 1))
@@ -180,7 +181,7 @@ def _hogged(n: int, steps: int) -> None:
             h.wait()
 
 
-@case("other_processes_on_the_cores", "cpu_contention", skip=_need_cores, warmup=_warm)
+@case("other_processes_on_the_cores", "cpu_contention", skip=_need_cores, warmup=_warm, needs_free_cores=True)
 def _contention():
     """Two CPU-bound processes sharing the cores with the run."""
     cores = len(os.sched_getaffinity(0))

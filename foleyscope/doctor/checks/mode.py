@@ -67,7 +67,7 @@ def _slow_dtypes(run: RunData) -> Iterator[_SlowDtype]:
         if secs <= 0:
             continue
         other = "bf16" if dt == "fp32" else "fp32"
-        probes = hardware.measure(dev, (dt, other))
+        probes = hardware.ratio_probe(dev, (dt, other))
         ratio = probes[other].flops_per_s / probes[dt].flops_per_s
         if ratio < MIN_SPEEDUP:
             continue
