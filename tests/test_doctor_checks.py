@@ -202,3 +202,41 @@ def test_utilisation_table_rules_on_given_gpu_readings() -> None:
     assert found == {"decode": "decode_bound", "fetch": "stall", "denoise": "gpu_idle_in_model_stage"}
     assert reading(run, stages["vae_decode"]) == "GPU-bound (normal)"
     assert reading(run, stages["fetch"]) == "stalled"
+
+
+# -- each remaining CPU check's own fix makes its finding disappear ----------------------------------
+
+
+def _work(marked: bool) -> None:
+    with stage(Stage.DECODE):
+        time.sleep(0.05)
+    a = torch.randn(256, 256)
+    end = time.perf_counter() + 0.7
+    while time.perf_counter() < end:
+        if marked:
+            with stage("features"):  # the fix: the remaining work marked as a stage
+                a @ a
+        else:
+            a @ a
+
+
+def test_untraced_time_is_found_and_marking_the_stage_removes_it() -> None:
+    assert "untraced_time" in [f.id for f in diagnose(_work, False).findings]
+    assert "untraced_time" not in [f.id for f in diagnose(_work, True).findings]
+
+
+def test_sdpa_math_is_found_and_its_fix_mode_removes_it(make_clip) -> None:
+    from dataclasses import replace
+
+    from foleyscope.engine.jobs import Job, run_job
+    from foleyscope.engine.modes import Mode
+    from foleyscope.engine.pipeline import FoleyPipeline
+
+    clip = make_clip(width=160, height=90, seconds=0.5, fps=25)
+    job = Job(clip, "rain", steps=2, seed=0)
+    math = Mode(hardware.fastest_dtype("cpu"), attention="math")
+    found = diagnose(lambda m: run_job(FoleyPipeline.load("tiny", device="cpu", mode=m), job), math)
+    [f] = [f for f in found.findings if f.id == "sdpa_math_fallback"]
+    fixed = diagnose(lambda m: run_job(FoleyPipeline.load("tiny", device="cpu", mode=m), job),
+                     replace(math, **f.fix_mode))
+    assert "sdpa_math_fallback" not in [g.id for g in fixed.findings]

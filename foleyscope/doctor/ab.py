@@ -161,6 +161,66 @@ def measure(shapes: dict[Shape, int], setting: Setting) -> float:
     return _seconds(chosen, setting, {}) / coverage if chosen and coverage > 0 else 0.0
 
 
+def _time_attention(shape: tuple, backend: str | None, reps: int | None = None) -> tuple[float, int]:
+    """(seconds per call, calls timed) of scaled_dot_product_attention at one recorded shape, with torch's
+    choice of kernel (backend None) or pinned to one ("math")."""
+    import contextlib
+
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q_shape, k_shape, device, dtype = shape
+    dt = _dtype(dtype)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    q = torch.randn(q_shape, generator=g).to(device, dt)
+    k = torch.randn(k_shape, generator=g).to(device, dt)
+    v = torch.randn(k_shape, generator=g).to(device, dt)
+    pin = sdpa_kernel([SDPBackend.MATH]) if backend == "math" else contextlib.nullcontext()
+    with torch.inference_mode(), pin:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        if reps is None:
+            t = time.perf_counter()
+            torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            _sync(device)
+            reps = max(1, min(200, int(MIN_TIMED_S / max(time.perf_counter() - t, 1e-6))))
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        _sync(device)
+    return (time.perf_counter() - t) / reps, reps
+
+
+def compare_attention(shapes: dict[tuple, int], repeats: int = 3) -> AB | None:
+    """The run's attention calls timed on SDPA's math kernel (A) and on torch's own choice (B)."""
+    chosen = sorted(shapes.items(), key=lambda kv: -kv[1] * _prod(kv[0][0]) * kv[0][1][-2])[:MAX_SHAPES]
+    if not chosen:
+        return None
+    reps: dict = {}
+
+    def total(backend: str | None) -> float:
+        out = 0.0
+        for shape, calls in chosen:
+            per, reps[shape, backend] = _time_attention(shape, backend, reps.get((shape, backend)))
+            out += per * calls
+        return out
+
+    total("math"), total(None)  # warm-up
+    a_runs, b_runs = [], []
+    for _ in range(repeats):
+        a_runs.append(total("math"))
+        b_runs.append(total(None))
+    spread = max(max(a_runs) - min(a_runs), max(b_runs) - min(b_runs))
+    covered = sum(c for _, c in chosen) / max(1, sum(shapes.values()))
+    return AB(statistics.median(a_runs), statistics.median(b_runs), spread, covered, contended=False)
+
+
+def _prod(xs: tuple) -> int:
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
 _SPIN: dict[int, float] = {}
 
 

@@ -105,6 +105,8 @@ class ModuleLog:
         # wall seconds inside CPU Linear calls per stage: what the run's matmuls took as it ran, beside which
         # the doctor re-times the same shapes (an idle machine, another dtype, other threads)
         self.linear_s: dict[str | None, float] = defaultdict(float)
+        # per stage: calls of scaled_dot_product_attention per (q shape, k shape, device, dtype)
+        self.attention: dict[str | None, dict[tuple, int]] = defaultdict(lambda: defaultdict(int))
         self._linear_t0 = threading.local()
         self._seen: set[tuple[str | None, int]] = set()
         self._roots: dict[int, weakref.ref] = {}
@@ -198,11 +200,22 @@ def watch_modules(log: ModuleLog, current_stage: Callable[[], str | None]) -> Ca
     h1 = nn_module.register_module_forward_pre_hook(pre_hook)
     h2 = nn_module.register_module_forward_hook(post_hook, always_call=True)
     h3 = nn_module.register_module_parameter_registration_hook(registered)
+    functional = torch.nn.functional
+    sdpa = functional.scaled_dot_product_attention
+
+    def attention(q: Any, k: Any, v: Any, *args: Any, **kwargs: Any) -> Any:
+        if not is_compiling() and not args and kwargs.get("attn_mask") is None:  # the plain calls: timeable
+            key = (tuple(q.shape), tuple(k.shape), q.device.type, norm_dtype(q.dtype))
+            log.attention[current_stage()][key] += 1
+        return sdpa(q, k, v, *args, **kwargs)
+
+    functional.scaled_dot_product_attention = attention
 
     def undo() -> None:
         h1.remove()
         h2.remove()
         h3.remove()
+        functional.scaled_dot_product_attention = sdpa
 
     return undo
 
