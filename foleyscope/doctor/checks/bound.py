@@ -183,12 +183,19 @@ def swapping(run: RunData) -> Found | None:
     )
 
 
+def _shared(run: RunData, name: str) -> bool:
+    """Threads of the stage waited for a core: other processes explain its slowness (cpu_contention)."""
+    st = run.stages.get(name)
+    return st is not None and (st.wait_cores or 0.0) >= 0.3
+
+
 @check("low_compute_efficiency", step=0,
        doc="Model stages run far below the floor set by their FLOPs and the measured matmul peak (one finding "
            "per run, with each slow stage's numbers)")
 def low_compute_efficiency(run: RunData) -> Found | None:
     slow = {name: row for name, row in run.tables.floor.get("stages", {}).items()
-            if row["efficiency"] < MIN_EFFICIENCY and row["measured_s"] >= max(0.5, 0.05 * run.total_s)}
+            if row["efficiency"] < MIN_EFFICIENCY and row["measured_s"] >= max(0.5, 0.05 * run.total_s)
+            and not _shared(run, name)}
     if not slow:
         return None
     per_stage: dict[str, Any] = {}
