@@ -107,3 +107,78 @@ def test_encoder_precision_follows_the_official_pipeline_unless_asked(clip, enco
         pipe(clip, "rain", steps=1, seed=0)
     stages = _reported(tracer).dtype_stages
     assert ("visual_encode" in stages) is (encoders == "dtype") and "denoise" in stages
+
+
+def _eager_compile(monkeypatch) -> None:
+    """inductor takes tens of seconds on a CPU; dynamo's capture (what graph breaks and recompiles are
+    about) is the same with the eager backend."""
+    real = modes.compile_denoiser
+    monkeypatch.setattr(modes, "compile_denoiser", lambda den, **kw: real(den, backend="eager"))
+
+
+def test_compiled_step_loop_has_no_graph_break_and_no_recompile_on_a_second_video(make_clip, monkeypatch):
+    from torch._dynamo.utils import counters
+
+    _eager_compile(monkeypatch)
+    first, second = make_clip(width=160, height=90, seconds=1.0), make_clip(width=192, height=108, seconds=1.0)
+    pipe = FoleyPipeline.load("tiny", device="cpu", mode=Mode("fp32", compile=True))
+    counters.clear()
+    pipe(first, "rain", steps=2, seed=0)
+    after_first = (counters["frames"]["total"], counters["stats"]["unique_graphs"])
+    assert after_first == (1, 1) and not counters["graph_break"], dict(counters)  # one graph for the whole step
+    pipe(second, "footsteps on gravel", steps=3, seed=1)
+    assert (counters["frames"]["total"], counters["stats"]["unique_graphs"]) == after_first, dict(counters)
+
+
+@pytest.mark.parametrize("spec", ["fp32", "bf16+compile+int8dq+cache", "fp32+cache=0.2+no-tf32",
+                                  "bf16+cudagraphs+fp8", "fp8+offload=blocks:4", "bf16+offload=model+attention=math"])
+def test_a_mode_spec_reads_back_as_the_same_mode(spec):
+    mode = modes.parse_mode(spec)
+    assert modes.parse_mode(mode.spec) == mode
+
+
+def test_the_new_mode_flags_parse_from_the_command_line():
+    parser = argparse.ArgumentParser()
+    add_mode_args(parser)
+    args = parser.parse_args(["--quant", "int8dq", "--cache", "0.1", "--offload", "blocks:2", "--cudagraphs",
+                              "--no-tf32"])
+    assert mode_from_args(args) == Mode(quant="int8dq", cache=0.1, offload="blocks:2", cudagraphs=True, tf32=False)
+    assert mode_from_args(args).describe() == "auto, attention auto, cudagraphs, int8dq, cache 0.1, offload blocks:2"
+
+
+def test_the_mode_report_carries_every_switch(clip):
+    pipe = FoleyPipeline.load("tiny", device="cpu", mode=Mode("fp32", quant="int8wo", cache=0.3))
+    with Tracer() as tracer:
+        pipe(clip, "rain", steps=2, seed=0)
+    first, last = tracer.facts(ModeReport)[0], tracer.facts(ModeReport)[-1]
+    assert (first.quant, first.cache, first.offload, first.cuda_graphs, first.tf32) == ("int8wo", 0.3, "none",
+                                                                                         False, None)
+    assert first.cache_steps_computed is None  # known once the denoiser has run: the last report has it
+    assert last.cache_steps_computed + last.cache_steps_skipped == 2
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="TF32 and CUDA graphs need a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("tf32", [True, False])
+def test_fp32_on_cuda_uses_tf32_unless_told_not_and_reports_it(clip, tf32):
+    pipe = FoleyPipeline.load("tiny", device="cuda", mode=Mode("fp32", tf32=tf32))
+    with Tracer() as tracer:
+        pipe(clip, "rain", steps=1, seed=0)
+    assert torch.backends.cuda.matmul.allow_tf32 is tf32 and _reported(tracer).tf32 is tf32
+
+
+@needs_cuda
+def test_cudagraphs_keep_the_output_and_capture_once_per_shape(make_clip):
+    from torch._dynamo.utils import counters
+
+    first, second = make_clip(width=160, height=90, seconds=1.0), make_clip(width=192, height=108, seconds=1.0)
+    reference = FoleyPipeline.load("tiny", device="cuda", mode=Mode("bf16"))(first, "rain", steps=3, seed=0).audio
+    pipe = FoleyPipeline.load("tiny", device="cuda", mode=Mode("bf16", cudagraphs=True))
+    counters.clear()
+    got = pipe(first, "rain", steps=3, seed=0).audio
+    graphs = counters["stats"]["unique_graphs"]
+    pipe(second, "dog", steps=3, seed=1)
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert abs(got - reference).max() < 2e-2 * abs(reference).max()

@@ -89,7 +89,24 @@ def check_engine_args(args: argparse.Namespace) -> str:
         from foleyscope.engine.weight_paths import check_weight_files
 
         check_weight_files(args.weights, preset)
+    _check_mode_on_device(args)
     return preset
+
+
+def _check_mode_on_device(args: argparse.Namespace) -> None:
+    """A mode the device cannot run (fp16 or a CUDA-only switch on a CPU) refused before any notice or
+    load; torch is imported only when such a mode is asked for."""
+    from dataclasses import replace
+
+    from foleyscope.engine.modes import mode_from_args, resolve
+
+    mode = mode_from_args(args)
+    if not (mode.dtype == "fp16" or mode.cudagraphs or mode.quant == "fp8" or mode.offload != "none"
+            or mode.attention == "efficient"):
+        return
+    from foleyscope.engine.device import resolve_device
+
+    resolve(replace(mode, dtype="fp32") if mode.dtype == "auto" else mode, resolve_device(args.device))
 
 
 def job_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -255,8 +272,6 @@ def run(args: argparse.Namespace) -> int:
         notice("No --weights: tiny preset with random weights, so the sound is untrained noise.")
     pipe = FoleyPipeline.load(preset, args.weights, args.device, mode, frames=args.frames)
     notice(f"model: {preset} on {pipe.device} ({pipe.mode.describe()})")
-    if pipe.device.type == "cpu" and pipe.mode.dtype == "fp16":
-        notice("fp16 on a CPU is emulated and very slow; --dtype auto picks fp32 or bf16.")
     failed = len(plan.refused)
     for i, job in enumerate(plan.jobs):
         label = f"[{i + 1}/{len(plan.jobs)}] " if len(plan.jobs) > 1 else ""

@@ -1,22 +1,29 @@
 """How the engine runs: one frozen `Mode`, each switch a small function applied in one place.
 
-A mode changes speed and memory, never what the model computes beyond rounding. `dtype` is applied
-while the weights load (cast straight to it, no second copy); every other switch is a function in
-SWITCHES that `apply(components, mode)` runs over the loaded components (gpt-fast style). A field's
-CLI flag is declared beside it (`metadata`), so adding a mode is one field, one function:
+A mode changes speed and memory, never what the model computes beyond rounding (quantisation's
+included) and the steps the step cache skips (bounded by its threshold). `dtype` is applied while
+the weights load (cast straight to it, no second copy); every other switch is a function in
+SWITCHES that `apply(components, mode, device)` runs over the loaded components (gpt-fast style).
+A field's CLI flag is declared beside it (`metadata`), so adding a mode is one field, one function:
 
     attention: str = field(default="auto", metadata=flag("--attention", ...))
-    def _attention(components, mode): ...
+    def _attention(components, mode, device): ...
+
+What each mode does, where it runs and what it costs in drift: docs/modes.md.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from foleyscope.engine.quant import quiet_import_noise
 from foleyscope.errors import FoleyscopeError
+
+quiet_import_noise()  # before anything imports transformers (which imports torchao when installed)
 
 if TYPE_CHECKING:  # the CLI builds a Mode before torch is imported
     import torch
@@ -62,6 +69,9 @@ class Mode:
     offload: str = field(default="none", metadata=flag(
         "--offload", "low memory on CUDA: model (each stage's network on the GPU only while it runs) or "
         "blocks[:N] (the denoiser's blocks streamed from pinned host memory, N resident)", metavar="MODE"))
+    tf32: bool = field(default=True, metadata=flag(
+        "--no-tf32", "fp32 on CUDA: keep matmuls in full fp32 (default: TF32 tensor cores, about 1e-3 "
+        "relative rounding, several times faster)", action="store_false"))
 
     def describe(self) -> str:
         """One line for people: `bf16, attention auto, compiled`."""
@@ -73,6 +83,7 @@ class Mode:
         parts += [self.quant] if self.quant != "none" else []
         parts += [f"cache {self.cache:g}"] if self.cache else []
         parts += [f"offload {self.offload}"] if self.offload != "none" else []
+        parts += ["no tf32"] if not self.tf32 and self.dtype == "fp32" else []
         return ", ".join(parts)
 
     @property
@@ -86,6 +97,7 @@ class Mode:
             parts.append("cache" if self.cache == DEFAULT_CACHE_THRESHOLD else f"cache={self.cache:g}")
         parts += [f"offload={self.offload}"] if self.offload != "none" else []
         parts += [f"attention={self.attention}"] if self.attention != "auto" else []
+        parts += ["no-tf32"] if not self.tf32 else []
         return "+".join(parts)
 
     @property
@@ -117,8 +129,9 @@ def mode_from_args(args: Any) -> Mode:
 
 def parse_mode(spec: str, base: Mode | None = None) -> Mode:
     """A mode from its short name, on top of `base`: parts joined by '+', e.g. `fp32`, `bf16+compile`,
-    `int8dq`, `bf16+cache`, `bf16+cache=0.1`, `fp8+offload=blocks:4`, `attention=math`. A dtype part sets
-    the dtype; every other part switches one field. What cannot run on a device is refused by resolve."""
+    `int8dq`, `bf16+cache`, `bf16+cache=0.1`, `fp8+offload=blocks:4`, `attention=math`, `fp32+no-tf32`.
+    A dtype part sets the dtype; every other part switches one field. What cannot run on a device is
+    refused by resolve."""
     mode = base or Mode()
     for part in (p.strip() for p in spec.split("+")):
         key, _, value = part.partition("=")
@@ -126,6 +139,8 @@ def parse_mode(spec: str, base: Mode | None = None) -> Mode:
             mode = replace(mode, dtype=key)
         elif key in ("compile", "cudagraphs") and not value:
             mode = replace(mode, **{key: True})
+        elif key in ("tf32", "no-tf32") and not value:
+            mode = replace(mode, tf32=key == "tf32")
         elif key in QUANTS[1:] and not value:
             mode = replace(mode, quant=key)
         elif key == "cache":
@@ -137,7 +152,8 @@ def parse_mode(spec: str, base: Mode | None = None) -> Mode:
             mode = replace(mode, **{key: value})
         else:
             raise FoleyscopeError(f"mode {spec!r}: unknown part {part!r} (expected a dtype {'/'.join(DTYPES)}, "
-                                  "compile, cudagraphs, int8wo, int8dq, fp8, cache[=T], offload=..., attention=...)")
+                                  "compile, cudagraphs, int8wo, int8dq, fp8, cache[=T], offload=..., attention=..., "
+                                  "tf32, no-tf32)")
     return mode
 
 
@@ -161,15 +177,23 @@ def resolve(mode: Mode, device: torch.device) -> Mode:
 
 
 def _refuse_off_cuda(mode: Mode, device: torch.device) -> None:
-    """The modes that only mean something on a GPU, refused elsewhere with the reason."""
+    """The modes that only mean something on a GPU, refused elsewhere with the reason; and the
+    combinations a GPU cannot run either."""
     if mode.quant not in QUANTS:
         raise FoleyscopeError(f"--quant {mode.quant}: expected {', '.join(QUANTS)}")
     if mode.cache < 0 or mode.cache != mode.cache:
         raise FoleyscopeError(f"--cache {mode.cache}: expected a threshold >= 0 (0: off)")
-    offload = mode.offload.split(":")[0]
-    if offload not in ("none", "model", "blocks"):
-        raise FoleyscopeError(f"--offload {mode.offload}: expected none, model or blocks[:N]")
+    from foleyscope.engine.offload import parse_offload
+
+    offload, _ = parse_offload(mode.offload)
+    if mode.cudagraphs and offload != "none":
+        raise FoleyscopeError(f"--cudagraphs with --offload {mode.offload}: a CUDA graph replays fixed weight "
+                              "addresses, offloading moves the weights; choose one")
     if device.type == "cuda":
+        if mode.quant == "fp8":
+            from foleyscope.engine.quant import check_fp8
+
+            check_fp8(device)
         return
     if mode.dtype == "fp16":
         raise FoleyscopeError("--dtype fp16: half precision is emulated on CPUs, many times slower than fp32; "
@@ -181,10 +205,39 @@ def _refuse_off_cuda(mode: Mode, device: torch.device) -> None:
             raise FoleyscopeError(f"{what}: CUDA only (this run is on {device.type})")
 
 
-# -- the switches: each takes the loaded components and the mode, and changes only what it names ------
+# -- the switches: each takes the loaded components, the mode and the device the run is on, and changes
+#    only what it names. Order: quantise the weights before anything wraps or moves them; compile wraps
+#    the denoiser's math last; offload's hooks stay outside compiled code (they move weights). ---------
+
+Switch = Callable[["Components", Mode, "torch.device"], None]
+log = logging.getLogger(__name__)
 
 
-def _attention(components: Components, mode: Mode) -> None:
+def _quant(components: Components, mode: Mode, device: torch.device) -> None:
+    """int8/fp8 linear layers of the denoiser (torchao), converted where they were loaded."""
+    if mode.quant != "none":
+        from foleyscope.engine.quant import quantise
+
+        n = quantise(components.denoiser, mode.quant)
+        log.info("quant %s: %d linear layers of the denoiser converted", mode.quant, n)
+
+
+def _cache(components: Components, mode: Mode, device: torch.device) -> None:
+    """First-Block-Cache: each video's conditioning carries a StepCache at this threshold."""
+    components.denoiser.step_cache = mode.cache or None
+
+
+def _tf32(components: Components, mode: Mode, device: torch.device) -> None:
+    """fp32 on CUDA: TF32 tensor-core matmuls unless --no-tf32 (process-wide torch flags, so set for
+    every fp32 CUDA load, either way; the ModeReport says what the run got)."""
+    if device.type == "cuda" and mode.dtype == "fp32":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = mode.tf32
+        torch.backends.cudnn.allow_tf32 = mode.tf32
+
+
+def _attention(components: Components, mode: Mode, device: torch.device) -> None:
     """Pin the denoiser's scaled-dot-product attention to one backend (auto leaves torch's choice)."""
     if mode.attention == "auto":
         return
@@ -203,28 +256,72 @@ def _attention(components: Components, mode: Mode) -> None:
     den.forward = pinned
 
 
-def _compile(components: Components, mode: Mode) -> None:
-    if mode.compile:
-        compile_denoiser(components.denoiser)
+def _compile(components: Components, mode: Mode, device: torch.device) -> None:
+    """`compile`, or `cudagraphs` (compile mode reduce-overhead: the step captured once per shape)."""
+    if mode.compile or mode.cudagraphs:
+        compile_denoiser(components.denoiser, compile_mode="reduce-overhead" if mode.cudagraphs else None,
+                         per_block=mode.offload.startswith("blocks"))
 
 
-SWITCHES: tuple[Callable[[Components, Mode], None], ...] = (_attention, _compile)  # compile wraps the rest
+def _offload(components: Components, mode: Mode, device: torch.device) -> None:
+    if mode.offload != "none":
+        from foleyscope.engine.offload import offload
+
+        offload(components, mode.offload, device)  # its hooks keep what they need alive
 
 
-def apply(components: Components, mode: Mode) -> None:
-    """Every switch of `mode` on freshly loaded components, in order."""
+SWITCHES: tuple[Switch, ...] = (_quant, _cache, _tf32, _attention, _compile, _offload)
+
+
+def apply(components: Components, mode: Mode, device: torch.device | None = None) -> None:
+    """Every switch of `mode` on freshly loaded components, in order. `device`: where the run is
+    (default: where the denoiser was loaded; an offload mode loads on the host and names the GPU)."""
+    if device is None:
+        device = next(components.denoiser.parameters()).device
     for switch in SWITCHES:
-        switch(components, mode)
+        switch(components, mode, device)
 
 
 def compile_denoiser(denoiser: torch.nn.Module, *, compile_mode: str | None = None,
-                     backend: str = "inductor") -> None:
+                     backend: str = "inductor", per_block: bool = False) -> None:
     """torch.compile the denoiser's step (the only network that runs once per step). Shapes are
     static within a video, so `dynamic=False`; the first video pays the compile time (tens of seconds),
     which pays off over the 50 steps of every later video on a GPU. On CUDA the default compile mode is
-    'max-autotune-no-cudagraphs'; 'reduce-overhead' adds CUDA graphs."""
+    'max-autotune-no-cudagraphs'; 'reduce-overhead' adds CUDA graphs.
+
+    What is compiled: the whole step; with the step cache, its three parts (the skip decision between
+    them reads a number on the host, which would split one graph anyway); `per_block` (blocks streamed
+    from the host): each block, so the streaming hooks run between blocks, outside compiled code."""
     import torch
 
     if compile_mode is None and backend == "inductor":
         compile_mode = "max-autotune-no-cudagraphs" if next(denoiser.parameters()).is_cuda else "default"
-    denoiser.forward = torch.compile(denoiser.forward, mode=compile_mode, backend=backend, dynamic=False)
+
+    def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+        out = torch.compile(fn, mode=compile_mode, backend=backend, dynamic=False)
+        return _fresh_outputs(out) if compile_mode == "reduce-overhead" else out
+
+    if per_block:
+        for block in (*denoiser.triple_blocks, *denoiser.single_blocks):
+            block.forward = compiled(block.forward)
+    elif getattr(denoiser, "step_cache", None) is not None:
+        for part in ("head", "body", "final"):
+            setattr(denoiser, part, compiled(getattr(denoiser, part)))
+    else:
+        denoiser.forward = compiled(denoiser.forward)
+
+
+def _fresh_outputs(graphed: Callable[..., Any]) -> Callable[..., Any]:
+    """A CUDA-graphed function whose outputs outlive its next replay: each call starts a new graph
+    step and its tensors are cloned out of the graph's static buffers (windows run in chunks call
+    the denoiser several times per step and keep every output)."""
+    import torch
+    from torch.utils._pytree import tree_map
+
+    @functools.wraps(graphed)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        torch.compiler.cudagraph_mark_step_begin()
+        out = graphed(*args, **kwargs)
+        return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, out)
+
+    return run

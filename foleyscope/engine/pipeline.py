@@ -16,6 +16,7 @@ overlapping latents averaged after every step) and joined with a short fade."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -30,11 +31,13 @@ from foleyscope.engine.sampler import Solver, Velocity, sample
 from foleyscope.engine.windows import LatentLayout, Window, join, official_latent_count, plan_windows
 from foleyscope.media.frames import FrameSpec, extract_frames
 from foleyscope.media.picking import Rule as FrameRule
+from foleyscope.model.foley import Conditioning
 from foleyscope.stages import Stage
 from foleyscope.trace import ModeReport, Progress, StageFlops, emit, listening, stage
 from foleyscope.trace.events import Listener, publish
 
 FP32 = Mode("fp32")
+log = logging.getLogger(__name__)
 
 
 def dtype_stages(mode: Mode) -> tuple[str, ...]:
@@ -97,18 +100,21 @@ class FoleyPipeline:
         with stage(Stage.LOAD):
             dev = resolve_device(device)
             mode = resolve(mode or Mode(), dev)  # `auto` dtype on a CPU runs a short matmul measurement
-            components = build_components(spec, weights, dev, mode.torch_dtype, seed=seed,
+            home = torch.device("cpu") if mode.offload != "none" else dev  # offload places them itself
+            components = build_components(spec, weights, home, mode.torch_dtype, seed=seed,
                                           encoder_dtype=mode.encoder_dtype)
-            apply(components, mode)
+            apply(components, mode, dev)
         return cls(components, spec, dev, mode, frames)
 
-    def report_mode(self) -> None:
+    def report_mode(self, cache_steps: tuple[int, int] | None = None) -> None:
         """Tell an active tracer how this call runs (every call: a pipeline loaded before the doctor
-        started is described too)."""
-        cuda = self.device.type == "cuda"
-        emit(ModeReport(str(self.device), self.mode.dtype, self.mode.attention, self.mode.compile,
-                        cuda_graphs=False, tf32=torch.backends.cuda.matmul.allow_tf32 if cuda else None,
-                        dtype_stages=dtype_stages(self.mode)))
+        started is described too); `cache_steps`: the step cache's (computed, skipped) once known."""
+        m, cuda = self.mode, self.device.type == "cuda"
+        computed, skipped = cache_steps or (None, None)
+        emit(ModeReport(str(self.device), m.dtype, m.attention, m.compile, cuda_graphs=m.cudagraphs,
+                        tf32=torch.backends.cuda.matmul.allow_tf32 if cuda else None,
+                        dtype_stages=dtype_stages(m), quant=m.quant, cache=m.cache,
+                        cache_steps_computed=computed, cache_steps_skipped=skipped, offload=m.offload))
 
     def __call__(
         self,
@@ -170,11 +176,23 @@ class FoleyPipeline:
         # windows run through the denoiser in chunks of `window_batch` so a long clip's memory stays bounded
         chunks = [slice(i, i + p.window_batch) for i in range(0, len(cond.windows), p.window_batch)]
         with stage(Stage.DENOISE, total=steps):
-            velocity = self.velocity(cond, chunks, cfg)
+            conds = [self._condition(cond.clip[s], cond.sync[s], cond.text, cond.latent_len, cfg) for s in chunks]
+            velocity = self.velocity(conds, chunks, cfg)
             consensus = cond.layout.average if len(cond.windows) > 1 else None
             latents = sample(velocity, noise, steps=steps, cfg=cfg, solver=solver, consensus=consensus)
         self._emit_denoise_flops(cond, steps, solver, cfg)
+        self._report_step_cache(conds)
         return latents
+
+    def _report_step_cache(self, conds: list[Conditioning]) -> None:
+        """The step cache's counts of this video (denoiser evaluations, summed over window chunks)."""
+        caches = [c.cache for c in conds if c.cache is not None]
+        if not caches:
+            return
+        computed, skipped = sum(c.computed for c in caches), sum(c.skipped for c in caches)
+        log.info("step cache (threshold %g): %d denoiser steps computed, %d skipped", self.mode.cache,
+                 computed, skipped)
+        self.report_mode(cache_steps=(computed, skipped))
 
     @torch.inference_mode()
     def decode(self, cond: Conditions, latents: torch.Tensor) -> FoleyResult:
@@ -203,11 +221,10 @@ class FoleyPipeline:
             return windows, round(windows[0].length_s * p.latent_rate)
         return [Window(0.0, sync_frames / p.sync_fps)], official_latent_count(sync_frames, p.sync_fps, p.latent_rate)
 
-    def velocity(self, cond: Conditions, chunks: list[slice], cfg: float) -> Velocity:
+    def velocity(self, conds: list[Conditioning], chunks: list[slice], cfg: float) -> Velocity:
         """The denoiser as the sampler sees it, built in this one place (a mode may wrap it): all
-        windows in one batch, run chunk by chunk, each chunk's conditioning prepared once."""
+        windows in one batch, run chunk by chunk, each chunk's conditioning prepared once (`conds`)."""
         den = self.components.denoiser
-        conds = [self._condition(cond.clip[s], cond.sync[s], cond.text, cond.latent_len, cfg) for s in chunks]
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # t stays fp32, as upstream
             if len(chunks) == 1:
@@ -221,7 +238,7 @@ class FoleyPipeline:
 
         return velocity
 
-    def _condition(self, clip, sync, text, latent_len: int, cfg: float):
+    def _condition(self, clip, sync, text, latent_len: int, cfg: float) -> Conditioning:
         """The denoiser's step-invariant inputs for one chunk of windows ([uncond, cond] with CFG)."""
         den = self.components.denoiser
         b = clip.shape[0]

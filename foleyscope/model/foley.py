@@ -36,6 +36,7 @@ from foleyscope.model.foley_blocks import (
     nearest_exact_index,
     rope_table,
 )
+from foleyscope.model.step_cache import StepCache
 
 # The official class builds no training-only (REPA / audio-SSL) modules, so a state dict saved from it has
 # nothing to ignore. The released checkpoints may still carry such tensors; a key is treated as
@@ -105,6 +106,7 @@ class Conditioning:
     sync: Tensor  # [B, L, hidden] sync features stretched to the latent length
     text_kv: list[tuple[Tensor, Tensor]]  # per triple block: text keys, values [B, heads, T, head_dim]
     rope: RopeTables
+    cache: StepCache | None = None  # First-Block-Cache state of this video (None: every step runs in full)
 
     @property
     def batch(self) -> int:
@@ -138,6 +140,7 @@ class FoleyDenoiser(nn.Module):
         self.final_layer = FinalLayer(h, cfg.latent_channels)
         self.empty_clip_feat = nn.Parameter(torch.zeros(1, cfg.clip_dim))
         self.empty_sync_feat = nn.Parameter(torch.zeros(1, cfg.sync_dim))
+        self.step_cache: float | None = None  # First-Block-Cache threshold (the `cache` mode); None: off
 
     @property
     def dtype(self) -> torch.dtype:
@@ -188,23 +191,44 @@ class FoleyDenoiser(nn.Module):
         rope = self.rope_tables(latent_len, clip_feat.shape[1], clip_feat.device)
         text_rope = rope_table(torch.arange(text.shape[1], device=text.device), cfg.head_dim, cfg.rope_theta)
         text_kv = [blk.text_kv(text, text_rope) for blk in self.triple_blocks]
-        return Conditioning(visual=visual, sync=sync, text_kv=text_kv, rope=rope)
+        cache = None if self.step_cache is None else StepCache(self.step_cache)
+        return Conditioning(visual=visual, sync=sync, text_kv=text_kv, rope=rope, cache=cache)
 
     def forward(self, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
         """Velocity [B, C, L] for latents x [B, C, L] at times t ([B] or scalar, in 0..1000).
 
         Keep t in float32: bf16 cannot represent most timesteps (near 1000 its spacing is 4).
+        Split in three (head, body, final) so the step cache can skip the body.
         """
         b, _, length = x.shape
         if length != cond.latent_len or b != cond.batch:
             raise FoleyscopeError(f"latent batch/length {b}/{length} do not match the prepared conditioning "
                                   f"({cond.batch}/{cond.latent_len})")
-        vec = self.time_in(t.reshape(-1).expand(b))
-        audio = self.audio_embedder(x.to(self.dtype)) + cond.sync
-        visual = cond.visual
-        for blk, (text_k, text_v) in zip(self.triple_blocks, cond.text_kv, strict=True):
+        audio_in, audio, visual, vec = self.head(x, t, cond)
+        if cond.cache is None:
+            return self.final(self.body(audio, visual, vec, cond))
+        if cond.cache.can_skip(audio - audio_in):
+            return self.final(audio + cond.cache.rest_residual)
+        out = self.body(audio, visual, vec, cond)
+        cond.cache.store(out - audio)
+        return self.final(out)
+
+    def head(self, x: Tensor, t: Tensor, cond: Conditioning) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Embeddings and the first block: (audio tokens before it, audio and visual after it, t vector)."""
+        vec = self.time_in(t.reshape(-1).expand(x.shape[0]))
+        audio_in = self.audio_embedder(x.to(self.dtype)) + cond.sync
+        text_k, text_v = cond.text_kv[0]
+        audio, visual = self.triple_blocks[0](audio_in, cond.visual, vec, text_k, text_v, cond.rope)
+        return audio_in, audio, visual, vec
+
+    def body(self, audio: Tensor, visual: Tensor, vec: Tensor, cond: Conditioning) -> Tensor:
+        """Every block after the first: audio tokens out."""
+        for blk, (text_k, text_v) in zip(self.triple_blocks[1:], cond.text_kv[1:], strict=True):
             audio, visual = blk(audio, visual, vec, text_k, text_v, cond.rope)
         vec_tokens = cond.sync + vec.unsqueeze(1)  # per-token adaLN input of the single blocks
         for blk in self.single_blocks:
             audio = blk(audio, vec_tokens, cond.rope.audio_seq)
+        return audio
+
+    def final(self, audio: Tensor) -> Tensor:
         return self.final_layer(audio).transpose(1, 2)

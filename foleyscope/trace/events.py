@@ -68,7 +68,9 @@ class Fact:
 @dataclass(frozen=True)
 class ModeReport(Fact):
     """How the engine runs this call (reported on every call, so a pipeline loaded before the doctor
-    started is still seen). `dtype_stages`: the stages its dtype switch changes."""
+    started is still seen). `dtype_stages`: the stages its dtype switch changes. `tf32`: whether fp32
+    matmuls may use TF32 (None off CUDA). With the step cache on, a second report follows the denoise
+    stage with its denoiser evaluations computed and skipped (None before it, and with the cache off)."""
 
     kind: ClassVar[str] = "inference_mode"
     device: str
@@ -78,6 +80,11 @@ class ModeReport(Fact):
     cuda_graphs: bool = False
     tf32: bool | None = None
     dtype_stages: tuple[str, ...] | None = None
+    quant: str = "none"
+    cache: float = 0.0  # First-Block-Cache threshold; 0: off
+    cache_steps_computed: int | None = None
+    cache_steps_skipped: int | None = None
+    offload: str = "none"
 
 
 @dataclass(frozen=True)
