@@ -154,15 +154,29 @@ def low_free_memory(run: RunData) -> Iterator[Found]:
         cases.append(("GPU memory", cuda_peak, before["cuda_free_bytes"] + before.get("cuda_allocated_bytes", 0)))
     for label, peak, usable in cases:
         if usable > 0 and peak > 0.9 * usable:
+            quant = _smaller_weights(run, label)
             yield Found(
                 severity="warning",
                 title=f"{label}: peak {peak / 2**30:.2f} GiB of {usable / 2**30:.2f} GiB usable",
                 evidence={"memory": label, "peak_bytes": peak, "usable_bytes": usable,
                           "peak_share": round(peak / usable, 3)},
-                fix="Free memory or lower the need: a smaller preset, bf16 weights on GPU, fewer frames "
-                    "(`foleyscope prep` to 720p/25 fps, trim to 15 s), or one video at a time.",
-                est_saving_s=0.0,
+                fix=(f"Lower the need: `--quant {quant}` (the denoiser's weights in 8 bits)" if quant else
+                     "Lower the need: a smaller preset")
+                    + (", `--offload model` or `--offload blocks:4` (weights in pinned host memory, on the GPU "
+                       "only while they run)" if label == "GPU memory" else "")
+                    + "; `foleyscope plan --gpu SIZE` lists the fastest mode that fits; fewer frames "
+                      "(`foleyscope prep` to 720p/25 fps, trim to 15 s), or one video at a time.",
+                est_saving_s=0.0, fix_mode={"quant": quant} if quant else None,
             )
+
+
+def _smaller_weights(run: RunData, label: str) -> str | None:
+    """The quantisation that shrinks the denoiser's weights where the run needs memory, if not on already:
+    fp8 on a GPU that computes it (compute capability >= 8.9), else int8 weight-only."""
+    if run.mode().get("quant", "none") not in (None, "none"):
+        return None
+    cap = run.env.get("cuda_capability")
+    return "fp8" if label == "GPU memory" and cap and float(cap) >= 8.9 else "int8wo"
 
 
 @check("swapping", step=0, doc="The system swapped pages in during the run")

@@ -172,9 +172,10 @@ def cuda_graphs_off(run: RunData) -> Found | None:
         title=f"GPU {gpu:.0f}% busy in the denoising loop with CUDA graphs off",
         evidence={"denoise_s": round(den.seconds, 3), "gpu_util_mean": round(gpu, 1), "gpu_idle_s": round(idle, 3),
                   "saving_basis": f"{LAUNCH_GAP_SHARE:.0%} of the GPU idle time in the loop"},
-        fix="Capture the denoiser step in a CUDA graph: torch.compile(mode='reduce-overhead') with static "
-            "shapes, and keep scheduler sigmas on the CPU so indexing them does not sync.",
-        est_saving_s=idle * LAUNCH_GAP_SHARE,
+        fix="Capture the denoiser step in a CUDA graph: `--cudagraphs` (foleyscope); elsewhere "
+            "torch.compile(mode='reduce-overhead') with static shapes, and keep scheduler sigmas on the CPU so "
+            "indexing them does not sync.",
+        est_saving_s=idle * LAUNCH_GAP_SHARE, fix_mode={"cudagraphs": True},
     )
 
 
@@ -195,9 +196,10 @@ def tf32_off(run: RunData) -> Found | None:
         severity="warning",
         title=f"fp32 on a compute {cap} GPU with TF32 off; TF32 matmuls measure {ratio:.1f}x faster",
         evidence={"stages": fp32, "stages_s": round(secs, 3), "measured_speedup": round(ratio, 2)},
-        fix="torch.backends.cuda.matmul.allow_tf32 = True (or torch.set_float32_matmul_precision('high')), or "
+        fix="Drop `--no-tf32` (foleyscope turns TF32 on for fp32 on CUDA); elsewhere "
+            "torch.backends.cuda.matmul.allow_tf32 = True (or torch.set_float32_matmul_precision('high')), or "
             "better, run in bf16.",
-        est_saving_s=secs * (1 - 1 / ratio),
+        est_saving_s=secs * (1 - 1 / ratio), fix_mode={"tf32": True},
     )
 
 
