@@ -86,7 +86,9 @@ def test_tables_and_findings_do_not_depend_on_the_order_checks_run_in() -> None:
     backward, backward_errors = checks.run_checks(run, checks.registered()[::-1])
     assert forward_errors == backward_errors == {}
     assert [f.to_dict() for f in forward] == [f.to_dict() for f in backward]
-    assert {"stall", "low_compute_efficiency"} <= {f.id for f in forward}
+    assert "stall" in {f.id for f in forward}
+    shared = (run.stages["denoise"].wait_cores or 0.0) >= 0.3  # then other processes explain the slowness
+    assert shared or "low_compute_efficiency" in {f.id for f in forward}
     assert run.tables == computed, "a check changed a table"
     assert tables.compute(run)[0] == computed  # and computing them again gives the same tables
     floor = computed.floor["stages"]["denoise"]
