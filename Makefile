@@ -23,6 +23,11 @@ demo: $(STAMP)
 		--seed 0 --steps 10 --top 5 --html out/report.html
 
 test: $(STAMP)
+	@# the server tests start a real redis-server and drive Debian's chromium (playwright, no browser download)
+	@for pkg in redis-server chromium; do command -v $$pkg >/dev/null && continue; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq $$pkg) >/dev/null 2>&1 || echo "make: could not install $$pkg"; \
+	  else echo "make: $$pkg not found and not root: the server tests that need it are skipped"; fi; done
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 	$(VENV)/bin/ruff check foleyscope tests benchmarks scripts
 
