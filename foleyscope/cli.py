@@ -19,7 +19,7 @@ from foleyscope import __version__
 from foleyscope.errors import FoleyscopeError
 from foleyscope.progress import set_quiet
 
-COMMANDS = ("probe", "prep", "generate", "convert", "doctor")
+COMMANDS = ("probe", "prep", "generate", "convert", "doctor", "bench", "plan", "serve", "worker")
 DESCRIPTION = ("Generate Foley audio for videos with HunyuanVideo-Foley models, and diagnose why that "
                "inference is slow.")
 
