@@ -25,7 +25,7 @@ from foleyscope.progress import notice, stdout_console
 # VRAM, not more speed"; offloading slower the more it streams). Cache and CUDA graphs are left out
 # until measured on this model: pass them in --modes, or rank by a bench JSON with --bench.
 DEFAULT_MODES = ("bf16+compile,bf16,fp8+compile,int8wo+compile,bf16+offload=model,fp8+offload=model,"
-                 "fp8+offload=blocks:8,fp8+offload=blocks:2,fp8+encoders=dtype+offload=blocks:0")
+                 "fp8+offload=blocks:8,fp8+offload=blocks:2,fp8+offload=blocks:0")
 MAX_SECONDS = 3600.0
 
 

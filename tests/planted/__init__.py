@@ -40,7 +40,7 @@ class Case:
     skip: Callable[[], str | None] = lambda: None
     warmup: Callable[[], Any] | None = None  # run once, untraced, before either twin (imports, caches)
     seconds: Callable[[Report], float] = lambda report: report.total_s  # the time the fix acts on
-    needs_free_cores: bool = False  # the cause exists only while cores are free (threads, CPU mask)
+    needs_free_cores: bool = False  # its A/B needs free cores (threads, CPU mask, dtype): not judged when shared
     doc: str = ""
 
 

@@ -162,7 +162,7 @@ def _dtype_skip(slow_when: str) -> str | None:
 
 
 @case("fp32_where_bf16_fast", "fp32_where_bf16_fast", warmup=lambda: _warm(torch.bfloat16, torch.float32),
-      skip=lambda: _dtype_skip("fp32"))
+      skip=lambda: _dtype_skip("fp32"), needs_free_cores=True)
 def _fp32_slow():
     """fp32 on a CPU whose bf16 matmuls are faster (AVX512-BF16, AMX)."""
     return (lambda: _denoise(steps_for(torch.bfloat16, 0.25), torch.float32)), \
@@ -170,7 +170,7 @@ def _fp32_slow():
 
 
 @case("bf16_without_native_bf16", "half_precision_slow", warmup=lambda: _warm(torch.bfloat16, torch.float32),
-      skip=lambda: _dtype_skip("bf16"))
+      skip=lambda: _dtype_skip("bf16"), needs_free_cores=True)
 def _bf16_slow():
     """bf16 on a CPU without native bf16 matrix instructions."""
     return (lambda: _denoise(steps_for(torch.float32, 0.25), torch.bfloat16)), \
