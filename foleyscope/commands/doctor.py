@@ -200,7 +200,9 @@ class _Config:
             from foleyscope.media.prep import prep
 
             start = time.perf_counter()
-            self._prepped = (self._dir or Path(tempfile.gettempdir())) / f"prepped{len(self.prep_kwargs)}.mp4"
+            # one file per distinct set of arguments: an earlier, kept configuration may still use its own
+            name = "prepped-" + "-".join(f"{k}{v}" for k, v in sorted(self.prep_kwargs.items())) + ".mp4"
+            self._prepped = (self._dir or Path(tempfile.gettempdir())) / name
             prep(self.source, self._prepped, **self.prep_kwargs)
             self.prep_s = time.perf_counter() - start
         return self._prepped
