@@ -1,7 +1,7 @@
 """The planted suite (tests/planted/): for every planted cause the doctor names it first with a positive
 estimate, the clean twin raises no warning, and the estimates hold when the fix is applied: within 30%
-of the measured saving in all but one case. Each twin runs once, clean first (twice when the first pair
-misses: see planted.measure); the suite runs once per
+of the measured saving in all but one case. Each twin runs once, clean first (three times when the first
+pair misses: see planted.measure); the suite runs once per
 session (a module fixture) and every test reads its outcomes."""
 
 from __future__ import annotations

@@ -3,9 +3,10 @@ against another (dtype, torch threads, CPU affinity), so a fix's estimate prices
 changes instead of scaling a whole stage by a generic 512x512 matmul ratio.
 
 The shapes come from the tracer (ModuleLog.linears: calls per (tokens, in, out, device, dtype)). The two
-settings are timed alternately, `repeats` times each, so a burst of other load hits both; the result
-carries the spread and the thread-seconds the probe itself waited for a core, which is how a check
-tells a measurement it can stand on from one taken on a shared machine.
+settings are timed alternately, `repeats` times each (three times as many when that does not separate
+them), so a burst of other load hits both; the result carries the spread and whether the probe's threads
+waited for a core, which is how a check tells a measurement it can stand on from one taken on a shared
+machine.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from foleyscope.trace.procstat import cpu_wait_seconds
+from foleyscope.trace.procstat import cpu_wait_seconds, steal_seconds
 
 Shape = tuple[int, int, int, str, str]  # tokens, in_features, out_features, device, dtype
 MAX_SHAPES = 16  # the largest shapes by FLOPs x calls; the rest is scaled in by FLOPs
 MIN_TIMED_S = 0.02  # each shape is called enough times to take at least this long
+CONTENDED_SHARE = 0.1  # the probe's threads waited for a core this share of its wall time
 SETTLE_S = 0.01  # after a switch, a resized pool's idle workers stop spinning (they would share our cores)
 
 
@@ -38,7 +40,7 @@ class AB:
     b_s: float
     spread_s: float  # the larger of the two settings' max-min over repeats
     coverage: float  # share of the Linear FLOPs in the timed shapes (the rest scaled in)
-    contended: bool  # the probe's own threads waited for a core for over 10% of its time
+    contended: bool  # its threads waited for a core (or the hypervisor stole one) over 10% of its time
 
     @property
     def saving_s(self) -> float:
@@ -134,25 +136,49 @@ def _seconds(chosen: list[tuple[Shape, int]], setting: Setting, reps: dict) -> f
     return total
 
 
+def _spread(runs: list[float]) -> float:
+    """Range of the runs, the fastest and slowest dropped once there are 5 or more (one burst of other
+    load, or a pool still waking, must not decide)."""
+    ordered = sorted(runs)
+    if len(ordered) >= 5:
+        ordered = ordered[1:-1]
+    return ordered[-1] - ordered[0]
+
+
+def _alternate(a: Callable[[], float], b: Callable[[], float], repeats: int, scale: float,
+               coverage: float) -> AB:
+    """Time a and b alternately after one warm-up each. When the first `repeats` pairs do not separate
+    the two (their gap within the spread) or other processes held the cores, twice as many more pairs
+    are timed and all of them count: a transient disturbance then moves neither the median nor the spread."""
+    a(), b()  # warm-up: thread pools resized, kernels chosen, call counts fixed
+    a_runs: list[float] = []
+    b_runs: list[float] = []
+    wall, wait0, steal0 = time.perf_counter(), cpu_wait_seconds(), steal_seconds()
+    for more in (repeats, 2 * repeats):
+        for _ in range(more):
+            a_runs.append(a() * scale)
+            b_runs.append(b() * scale)
+        waited = max(_since(wait0, cpu_wait_seconds()), _since(steal0, steal_seconds()))
+        contended = waited > CONTENDED_SHARE * (time.perf_counter() - wall)
+        result = AB(statistics.median(a_runs), statistics.median(b_runs),
+                    max(_spread(a_runs), _spread(b_runs)), coverage, contended)
+        if not contended and abs(result.saving_s) > result.spread_s:
+            break
+    return result
+
+
+def _since(before: float | None, after: float | None) -> float:
+    return after - before if before is not None and after is not None else 0.0
+
+
 def compare(shapes: dict[Shape, int], a: Setting, b: Setting, repeats: int = 3) -> AB | None:
     """Time the run's Linear calls in settings a and b, alternately; None if there is nothing to time."""
     chosen, coverage = _chosen(shapes)
     if not chosen:
         return None
     reps: dict = {}
-    _seconds(chosen, a, reps)  # warm-up: thread pools resized, kernels chosen, call counts fixed
-    _seconds(chosen, b, reps)
-    a_runs, b_runs = [], []
-    wall, wait0 = time.perf_counter(), cpu_wait_seconds()
-    for _ in range(repeats):
-        a_runs.append(_seconds(chosen, a, reps))
-        b_runs.append(_seconds(chosen, b, reps))
-    wall, wait1 = time.perf_counter() - wall, cpu_wait_seconds()
-    waited = (wait1 - wait0) if wait0 is not None and wait1 is not None else 0.0
-    scale = 1 / coverage if coverage > 0 else 1.0
-    spread = max(max(a_runs) - min(a_runs), max(b_runs) - min(b_runs)) * scale
-    return AB(statistics.median(a_runs) * scale, statistics.median(b_runs) * scale, spread, coverage,
-              contended=waited > 0.1 * wall)
+    return _alternate(lambda: _seconds(chosen, a, reps), lambda: _seconds(chosen, b, reps), repeats,
+                      1 / coverage if coverage > 0 else 1.0, coverage)
 
 
 def measure(shapes: dict[Shape, int], setting: Setting) -> float:
@@ -204,14 +230,8 @@ def compare_attention(shapes: dict[tuple, int], repeats: int = 3) -> AB | None:
             out += per * calls
         return out
 
-    total("math"), total(None)  # warm-up
-    a_runs, b_runs = [], []
-    for _ in range(repeats):
-        a_runs.append(total("math"))
-        b_runs.append(total(None))
-    spread = max(max(a_runs) - min(a_runs), max(b_runs) - min(b_runs))
     covered = sum(c for _, c in chosen) / max(1, sum(shapes.values()))
-    return AB(statistics.median(a_runs), statistics.median(b_runs), spread, covered, contended=False)
+    return _alternate(lambda: total("math"), lambda: total(None), repeats, 1.0, covered)
 
 
 def _prod(xs: tuple) -> int:

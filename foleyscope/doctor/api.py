@@ -114,13 +114,19 @@ CONTENDED_SHARE = 0.1
 
 
 def _uncertain(tracer: Tracer) -> str | None:
-    """A warning for the report's header when other processes held the cores during the run: its times,
-    and the estimates made from them, then say as much about the machine's load as about the job."""
-    wait, cpu = tracer.cpu_wait_s_total, tracer.cpu_s_total
-    if not wait or wait < max(0.1, CONTENDED_SHARE * max(cpu, tracer.total_s)):
-        return None
-    return (f"other processes held the cores: threads waited {wait:.2f} thread-s for one during the "
-            f"{tracer.total_s:.2f} s run, so these times and estimates are uncertain; re-run on a quiet machine")
+    """A warning for the report's header when other processes held the cores during the run, or the
+    hypervisor gave them to other machines (steal): its times, and the estimates made from them, then
+    say as much about the machine's load as about the job."""
+    wait, steal, cpu = tracer.cpu_wait_s_total or 0.0, tracer.steal_s_total or 0.0, tracer.cpu_s_total
+    floor = max(0.1, CONTENDED_SHARE * max(cpu, tracer.total_s))
+    if wait >= floor:
+        return (f"other processes held the cores: threads waited {wait:.2f} thread-s for one during the "
+                f"{tracer.total_s:.2f} s run, so these times and estimates are uncertain; re-run on a quiet machine")
+    if steal >= floor:
+        return (f"the hypervisor gave this machine's cores to other machines for {steal:.2f} s of the "
+                f"{tracer.total_s:.2f} s run (steal), so these times and estimates are uncertain; re-run when "
+                "the host is quieter")
+    return None
 
 
 def _bound_summary(run: RunData, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Process statistics read at stage boundaries: CPU time of all threads (and reaped children), the time
-threads spent runnable without a core (Linux schedstat), and a resettable peak RSS (/proc/self/clear_refs)."""
+threads spent runnable without a core (Linux schedstat), CPU time a hypervisor stole, and a resettable
+peak RSS (/proc/self/clear_refs)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ def cpu_wait_seconds() -> float | None:
         except (OSError, IndexError, ValueError):  # a thread that just exited
             continue
     return total / 1e9 if seen else None
+
+
+def steal_seconds() -> float | None:
+    """Seconds the hypervisor gave this machine's CPUs (those this process may use) to other machines
+    while they had work: load no process list shows, from /proc/stat's steal column. None off Linux."""
+    try:
+        usable = os.sched_getaffinity(0)
+        with open("/proc/stat") as f:
+            rows = [line.split() for line in f if line.startswith("cpu") and not line.startswith("cpu ")]
+        ticks = sum(int(r[8]) for r in rows if len(r) > 8 and int(r[0][3:]) in usable)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def thread_schedstat() -> tuple[float, float] | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from foleyscope.trace import hooks as tracehooks
 from foleyscope.trace.events import Fact, Progress, has_listeners, publish
-from foleyscope.trace.procstat import PeakRss, cpu_seconds, cpu_wait_seconds, thread_schedstat
+from foleyscope.trace.procstat import PeakRss, cpu_seconds, cpu_wait_seconds, steal_seconds, thread_schedstat
 
 
 @dataclass
@@ -126,6 +126,8 @@ class Tracer:
         self._cpu0 = 0.0
         self._wait0: float | None = None
         self.cpu_wait_s_total: float | None = None
+        self._steal0: float | None = None
+        self.steal_s_total: float | None = None  # CPU seconds the hypervisor gave to other machines
         self._lock = threading.RLock()
         self._open: list[StageRecord] = []
         self._stacks: dict[int, list[StageRecord]] = {}
@@ -159,6 +161,7 @@ class Tracer:
         self.t0 = time.perf_counter()
         self._cpu0 = cpu_seconds()
         self._wait0 = cpu_wait_seconds()
+        self._steal0 = steal_seconds()
         return self
 
     def stop(self) -> Tracer:
@@ -171,6 +174,8 @@ class Tracer:
         self.cpu_s_total = cpu_seconds() - self._cpu0
         wait = cpu_wait_seconds()
         self.cpu_wait_s_total = None if wait is None or self._wait0 is None else max(0.0, wait - self._wait0)
+        steal = steal_seconds()
+        self.steal_s_total = None if steal is None or self._steal0 is None else max(0.0, steal - self._steal0)
         if self in _PROCESS:
             _PROCESS.remove(self)
         if self._token is not None:

@@ -135,13 +135,13 @@ def run_case(c: Case, repeats: int = 1, *, warm: bool = True) -> Outcome:
 
 
 def measure(c: Case) -> Outcome:
-    """run_case, and once more when the first pair misses: a machine shared with other load can slow
-    either twin by more than the tolerance. Each twin's faster run of the two is then compared (load
+    """run_case, and twice more when the first pair misses: a machine shared with other load can slow
+    either twin by more than the tolerance. Each twin's fastest run of the three is then compared (load
     only ever adds time)."""
     first = run_case(c)
     if first.calibrated:
         return first
-    again = run_case(c, warm=False)
+    again = run_case(c, repeats=2, warm=False)
     return Outcome(c, min(first.planted, again.planted, key=c.seconds),
                    min(first.clean, again.clean, key=c.seconds))
 
