@@ -4,9 +4,9 @@ joint denoising of long clips (overlapping latents averaged after every step).
 
     .venv/bin/python benchmarks/engine.py [--seconds 10] [--steps 10] [--device cpu] [--dtype fp32]
 
-Weights are seeded random (the cost of a network does not depend on its values). `mid` is the
-XL denoiser's structure at a width and depth a 2-core CPU can run (768 wide, 4 dual + 8 single
-blocks, 6 heads) with a 512-wide DAC decoder; its encoders are the tiny ones, because SigLIP2 and
+Weights are seeded random (the cost of a network does not depend on its values). `mid` (a preset of
+engine/presets.py) is the XL denoiser's structure at a width and depth a 2-core CPU can run (768 wide,
+4 dual + 8 single blocks, 6 heads) with a 512-wide DAC decoder; its encoders are the tiny ones, because SigLIP2 and
 Synchformer at full size cost tens of seconds per clip on such a CPU and are measured by the doctor
 on real weights instead. Stage times come from the doctor's tracer, which synchronises the device
 at each stage boundary."""
@@ -14,7 +14,6 @@ at each stage boundary."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import tempfile
@@ -26,19 +25,11 @@ import torch
 from foleyscope.engine.device import resolve_device, synchronize
 from foleyscope.engine.modes import Mode
 from foleyscope.engine.pipeline import FoleyPipeline
-from foleyscope.engine.presets import PRESETS, Preset
+from foleyscope.engine.presets import PRESETS
 from foleyscope.engine.windows import LatentLayout
 from foleyscope.media.synth import SynthSpec, make_video
 from foleyscope.stages import STAGES
 from foleyscope.trace import Tracer
-
-MID = Preset(
-    "mid",
-    dataclasses.replace(PRESETS["xl"].denoiser, name="mid", depth_triple=4, depth_single=8, hidden=768, heads=6,
-                        clip_dim=256, text_dim=256, sync_dim=PRESETS["tiny"].sync.embed_dim),
-    dataclasses.replace(PRESETS["xl"].vae, decoder_dim=512),
-    PRESETS["tiny"].sync,
-)
 
 
 def stage_times(pipe: FoleyPipeline, clip: Path, steps: int) -> dict[str, float]:
@@ -113,7 +104,7 @@ def main() -> int:
     print(f"device {device} ({torch.get_num_threads()} threads), dtype {mode.dtype}, {args.seconds:g} s 640x360 "
           f"25 fps clip, {args.steps} steps, torch {torch.__version__}")
     rows = {}
-    for preset in (PRESETS["tiny"], MID):
+    for preset in (PRESETS["tiny"], PRESETS["mid"]):
         pipe = FoleyPipeline.load(preset, device=str(device), mode=mode)
         rows[preset.name] = (stage_times(pipe, clip, args.steps),
                              step_time(pipe, args.seconds, True, args.reps),

@@ -1,5 +1,5 @@
-"""`foleyscope bench` for the `mid` preset (benchmarks/engine.py's MID, which the CLI's --preset does
-not offer): the CPU numbers of each mode in RESULTS.md.
+"""`foleyscope bench --preset mid --random-weights` on a generated 640x360 clip, printing also the
+markdown table RESULTS.md records: the CPU numbers of each mode.
 
     .venv/bin/python benchmarks/modes.py [--seconds 5] [--steps 8] [--repeat 3] [--device cpu]
         [--modes fp32,bf16,bf16+compile,int8wo,int8dq,bf16+cache] [--batch 1] [--json out/modes.json]
@@ -22,9 +22,6 @@ from foleyscope.engine.device import resolve_device
 from foleyscope.engine.modes import parse_mode, resolve
 from foleyscope.media.synth import SynthSpec, make_video
 
-sys.path.insert(0, str(Path(__file__).parent))
-from engine import MID  # noqa: E402
-
 MODES = "fp32,bf16,bf16+compile,int8wo,int8dq,bf16+cache"
 
 
@@ -42,7 +39,7 @@ def main() -> int:
     modes = [(name, resolve(parse_mode(name), device)) for name in args.modes.split(",")]
     clip = make_video(Path(tempfile.mkdtemp()) / "modes.mp4", SynthSpec(width=640, height=360, seconds=args.seconds))
     batches = tuple(int(b) for b in args.batch.split(","))
-    spec = BenchSpec(clip, "footsteps on gravel", preset=MID, device=str(device), steps=args.steps,
+    spec = BenchSpec(clip, "footsteps on gravel", preset="mid", device=str(device), steps=args.steps,
                      repeat=args.repeat, batches=batches)
     info = machine(str(device))
     print(f"mid preset, {device}, {args.seconds:g} s 640x360 clip, {args.steps} steps, torch {torch.__version__}, "

@@ -152,12 +152,10 @@ def denoise_pair(off: types.SimpleNamespace, seconds: float, dtype: torch.dtype)
     """(ours, theirs) step callables on the same weights and inputs, and their max relative difference."""
     import yaml
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from engine import MID
-
+    from foleyscope.engine.presets import PRESETS
     from foleyscope.model.foley import FoleyDenoiser
 
-    cfg = MID.denoiser
+    cfg = PRESETS["mid"].denoiser
     kwargs = yaml.safe_load((off.src / "configs" / "hunyuanvideo-foley-xl.yaml").read_text())["model_config"]
     kwargs = {**kwargs["model_kwargs"], "depth_triple_blocks": cfg.depth_triple, "depth_single_blocks":
               cfg.depth_single, "hidden_size": cfg.hidden, "num_heads": cfg.heads, "clip_dim": cfg.clip_dim,

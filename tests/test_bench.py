@@ -97,6 +97,7 @@ def test_log_mel_distance_reads_a_uniform_gain_in_db():
     (["--batch", "two"], "--batch two: expected sizes like 1,4"),
     (["--modes", "fp32,fp32"], "are the same mode here"),
     (["--preset", "xxl"], "--preset xxl needs --weights DIR"),
+    (["--preset", "mid", "--weights", "."], "--preset mid has no checkpoint"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_model_loads(make_clip, capsys, monkeypatch, extra, message):
     def no_load(*args, **kwargs):

@@ -222,6 +222,7 @@ def test_batch_csv_loads_the_model_once(make_clip, tmp_path, monkeypatch):
         (["generate", "{clip}", "--prompt", "x", "-o", "{tmp}/a.mp3"], ".wav or .flac"),
         (["generate", "{clip}", "--prompt", "x", "--steps", "0"], "--steps"),
         (["generate", "{clip}", "--prompt", "x", "--preset", "xxl"], "needs --weights"),
+        (["generate", "{clip}", "--prompt", "x", "--preset", "mid", "--weights", "{tmp}"], "mid has no checkpoint"),
         (["generate", "{clip}", "--prompt", "x", "--device", "cuda"] if not torch.cuda.is_available()
          else ["generate", "{clip}", "--prompt", "x", "--device", "tpu"], "--device"),
         (["generate", "{clip}"], "--prompt is required"),

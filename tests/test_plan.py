@@ -28,7 +28,6 @@ from foleyscope.model.foley import FoleyDenoiser
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = r"""
 import gc, json, sys, ctypes
-sys.path.insert(0, "benchmarks")
 from pathlib import Path
 import torch
 torch.set_num_threads(2)
@@ -38,10 +37,7 @@ from foleyscope.engine.pipeline import FoleyPipeline
 from foleyscope.engine.presets import get_preset
 from foleyscope.trace.procstat import PeakRss
 preset_name, clip, warm, seconds, steps = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
-if preset_name == "mid":
-    from engine import MID as preset
-else:
-    preset = get_preset(preset_name)
+preset = get_preset(preset_name)
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
 warmup = FoleyPipeline.load("tiny", device="cpu", mode=Mode("fp32"))

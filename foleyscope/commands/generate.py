@@ -42,9 +42,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     """The engine options shared by generate and doctor."""
     p.add_argument("--prompt", default=None, help="what the sound should be (text condition)")
     p.add_argument("--negative-prompt", default=None, help='CFG negative prompt (default "noisy, harsh")')
-    p.add_argument("--preset", choices=("tiny", "xl", "xxl"), default=None,
+    p.add_argument("--preset", choices=("tiny", "mid", "xl", "xxl"), default=None,
                    help="model size (default: xxl with --weights, tiny without; tiny + --weights loads "
-                        "foleyscope_tiny.pth in the official layout)")
+                        "foleyscope_tiny.pth in the official layout; mid: random weights only)")
     p.add_argument("--weights", type=Path, default=None, help="folder with the official checkpoint files")
     p.add_argument("--steps", type=int, default=50, help=f"denoising steps, 1 to {MAX_STEPS} (default 50)")
     p.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale (default 4.5)")
@@ -83,7 +83,10 @@ def check_engine_args(args: argparse.Namespace) -> str:
     if args.weights is not None and not args.weights.is_dir():
         raise FoleyscopeError(f"--weights {args.weights}: not a folder")
     preset = args.preset or ("xxl" if args.weights else "tiny")
-    if preset != "tiny" and args.weights is None:
+    if preset == "mid" and args.weights is not None:
+        raise FoleyscopeError("--preset mid has no checkpoint (a benchmark size, seeded random weights): "
+                              "drop --weights")
+    if preset not in ("tiny", "mid") and args.weights is None:
         raise FoleyscopeError(f"--preset {preset} needs --weights DIR (the official checkpoint files)")
     if args.weights is not None:
         from foleyscope.engine.weight_paths import check_weight_files

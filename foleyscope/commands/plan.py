@@ -32,7 +32,7 @@ MAX_SECONDS = 3600.0
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="estimate peak memory per mode and pick the fastest mode for a GPU",
                        description=__doc__)
-    p.add_argument("--preset", default="xxl", help="model size: tiny, xl, xxl (default xxl)")
+    p.add_argument("--preset", default="xxl", help="model size: tiny, mid, xl, xxl (default xxl)")
     p.add_argument("--modes", default=DEFAULT_MODES, help="comma-separated mode specs, fastest first")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
     p.add_argument("--gpu", default=None, metavar="SIZE", help="your card's memory, e.g. 24GB: its verdict")

@@ -3,7 +3,9 @@
 A preset fixes every architecture choice of the five networks plus the clocks that tie them
 together (8 fps SigLIP2 frames, 25 fps Synchformer frames, 50 Hz latents, 48 kHz audio). `xl` and
 `xxl` are the official configurations; `tiny` keeps the same structure at toy widths so the demo
-and the tests run in seconds on a CPU."""
+and the tests run in seconds on a CPU; `mid` (random weights only: no checkpoint of that size exists) is
+the XL structure at 768 wide with 4 dual + 8 single blocks, a denoiser whose step costs a CPU seconds,
+for measuring the modes where xl would take hours."""
 
 from __future__ import annotations
 
@@ -74,6 +76,13 @@ PRESETS: dict[str, Preset] = {
         SYNC_PRESETS["tiny"],
     ),
 }
+PRESETS["mid"] = Preset(
+    "mid",
+    dataclasses.replace(FOLEY_PRESETS["xl"], name="mid", depth_triple=4, depth_single=8, hidden=768, heads=6,
+                        clip_dim=256, text_dim=256, sync_dim=SYNC_PRESETS["tiny"].embed_dim),
+    dataclasses.replace(DAC_PRESETS["official"], decoder_dim=512),
+    SYNC_PRESETS["tiny"],
+)
 
 
 def get_preset(name: str) -> Preset:
