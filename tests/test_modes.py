@@ -131,10 +131,12 @@ def test_compiled_step_loop_has_no_graph_break_and_no_recompile_on_a_second_vide
 
 
 @pytest.mark.parametrize("spec", ["fp32", "bf16+compile+int8dq+cache", "fp32+cache=0.2+no-tf32",
-                                  "bf16+cudagraphs+fp8", "fp8+offload=blocks:4", "bf16+offload=model+attention=math"])
+                                  "bf16+cudagraphs+fp8", "auto+fp8+offload=blocks:4",
+                                  "bf16+offload=model+attention=math", "bf16+encoders=dtype"])
 def test_a_mode_spec_reads_back_as_the_same_mode(spec):
     mode = modes.parse_mode(spec)
     assert modes.parse_mode(mode.spec) == mode
+    assert mode.spec == spec, "the spec names every field that differs from the default, in one order"
 
 
 def test_the_new_mode_flags_parse_from_the_command_line():

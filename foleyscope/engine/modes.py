@@ -97,6 +97,7 @@ class Mode:
             parts.append("cache" if self.cache == DEFAULT_CACHE_THRESHOLD else f"cache={self.cache:g}")
         parts += [f"offload={self.offload}"] if self.offload != "none" else []
         parts += [f"attention={self.attention}"] if self.attention != "auto" else []
+        parts += [f"encoders={self.encoders}"] if self.encoders != "official" else []
         parts += ["no-tf32"] if not self.tf32 else []
         return "+".join(parts)
 
@@ -153,7 +154,7 @@ def parse_mode(spec: str, base: Mode | None = None) -> Mode:
         else:
             raise FoleyscopeError(f"mode {spec!r}: unknown part {part!r} (expected a dtype {'/'.join(DTYPES)}, "
                                   "compile, cudagraphs, int8wo, int8dq, fp8, cache[=T], offload=..., attention=..., "
-                                  "tf32, no-tf32)")
+                                  "encoders=..., tf32, no-tf32)")
     return mode
 
 
