@@ -132,6 +132,8 @@ def test_a_long_clip_needing_normalising_gets_one_prep_command_and_savings_that_
     assert long.evidence["stages_saved_s"] == {"visual_encode": pytest.approx(10 / 16, abs=1e-3),
                                                "denoise": pytest.approx(3.0, abs=1e-3)}
     d, r, keep = norm.evidence["decode_s"], norm.evidence["decode_ratio_after_prep"], 15.0 / info.duration_s
+    # prep's copy decodes r times as long per second (r > 1 on a noisy tiny clip: normalising saves nothing)
+    r = min(r, 1.0)
     assert norm.est_saving_s + long.est_saving_s == pytest.approx(d * (1 - r * keep) + 10 / 16 + 3.0, abs=2e-3)
 
     out = run_fix(norm.fix)
