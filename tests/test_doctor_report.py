@@ -225,8 +225,8 @@ def test_evidence_values_carry_their_units(key: str, value: object, text: str) -
 
 
 def _dressed(report: Report) -> Report:
-    """The fixture's report as the CLI would write it, with a header, two findings sharing a stage, and
-    a --try-fixes measurement."""
+    """The fixture's report as the CLI would write it, with a header, exactly two findings (the planted
+    stall and one more) sharing a stage, and a --try-fixes measurement."""
     r = Report.from_dict(report.to_dict())
     r.meta.update(prompt="a ball bouncing", command="foleyscope doctor in.mp4 --prompt 'a ball bouncing'")
     r.input = {"path": "/videos/in.mp4", "width": 640, "height": 360, "video_codec": "h264", "fps": 25.0,
@@ -234,7 +234,8 @@ def _dressed(report: Report) -> Report:
     tried = {"baseline_s": 1.2, "fixed_s": 0.9, "spread_s": 0.04, "baseline_runs_s": [1.2, 1.21, 1.19],
              "fixed_runs_s": [0.9, 0.88, 0.92], "prep_s": None}
     long_title = "the stuck stage spends 0.60 s of 1.23 s sleeping " * 3
-    r.findings = rank([*r.findings, Finding("slow_stuck", 2, "warning", long_title,
+    planted = [f for f in r.findings if f.id == "stall"]  # what else a loaded machine adds is not this test's
+    r.findings = rank([*planted, Finding("slow_stuck", 2, "warning", long_title,
                                             {"stage": "stuck", "idle_s": 0.2, "peak_mem_bytes": 2**30},
                                             "--dtype bf16", 0.2, 0.3, extra={"try_fix": tried})])
     return r
