@@ -7,7 +7,7 @@ session (a module fixture) and every test reads its outcomes."""
 from __future__ import annotations
 
 import pytest
-from planted import TOLERANCE, Outcome, all_cases, measure
+from planted import ENVIRONMENTAL, TOLERANCE, Outcome, all_cases, measure
 
 CASES = all_cases()
 
@@ -42,6 +42,9 @@ def test_the_planted_cause_is_ranked_first_with_a_positive_estimate(outcomes, na
 def test_the_fix_removes_the_finding_and_the_clean_twin_raises_no_warning(outcomes, name: str) -> None:
     o = _outcome(outcomes, name)
     assert o.clean_warnings == [], f"{name}: the clean twin raised {o.clean_warnings}"
+    if o.case.check in ENVIRONMENTAL and o.contended:
+        pytest.skip("other processes held the cores during the clean twin too: its contention finding is right "
+                    "(the twin raised no other warning)")
     assert o.case.check not in [f.id for f in o.clean.findings], f"{name}: the fix left its finding"
 
 
