@@ -154,7 +154,12 @@ def _floor_case(tiny: bool) -> None:
 
 
 def test_low_compute_efficiency_is_found_and_quiet_when_efficient() -> None:
+    fast = diagnose(_floor_case, False)
+    assert "low_compute_efficiency" not in _ids(fast)
+    assert fast.floor["stages"]["denoise"]["efficiency"] > 0.1
     slow = diagnose(_floor_case, True)
+    if slow.meta["uncertain"]:
+        pytest.skip("other processes held the cores: the doctor puts a slow stage down to them (cpu_contention)")
     top = top_planted(slow.findings)
     assert top.id == "low_compute_efficiency" and top.evidence["stages"] == ["denoise"]
     row = top.evidence["per_stage"]["denoise"]
@@ -164,9 +169,6 @@ def test_low_compute_efficiency_is_found_and_quiet_when_efficient() -> None:
     row = slow.floor["stages"]["denoise"]
     assert row["floor_s"] == pytest.approx(row["flops"] / row["peak_flops_per_s"])
     assert row["efficiency"] == pytest.approx(row["floor_s"] / slow.stages["denoise"]["seconds"], rel=1e-6)
-    fast = diagnose(_floor_case, False)
-    assert "low_compute_efficiency" not in _ids(fast)
-    assert fast.floor["stages"]["denoise"]["efficiency"] > 0.1
 
 
 def test_probes_can_be_turned_off() -> None:
