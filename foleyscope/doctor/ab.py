@@ -38,7 +38,7 @@ class Setting:
 class AB:
     a_s: float  # seconds of the run's Linear calls in setting A (median over repeats)
     b_s: float
-    spread_s: float  # the larger of the two settings' max-min over repeats
+    spread_s: float  # the larger of the two settings' range over repeats (see _spread)
     coverage: float  # share of the Linear FLOPs in the timed shapes (the rest scaled in)
     contended: bool  # its threads waited for a core (or the hypervisor stole one) over 10% of its time
 
