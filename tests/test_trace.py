@@ -3,9 +3,6 @@ modules, weight reads, threads."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +12,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from foleyscope.doctor.resources import ResourceSampler
-from foleyscope.doctor.run import idle_wait, others_waiting
 from foleyscope.stages import Stage
 from foleyscope.trace import ModelLoad, StageFlops, Tracer, emit, stage, step
 from foleyscope.trace import tracer as trace
@@ -67,54 +63,6 @@ def test_nested_stages_steps_notes_and_decorator() -> None:
     assert tr.events[0].kind == "flops" and tr.events[0].stage == "denoise"
     assert tr.events[0].fields == {"stage": "denoise", "flops": 123}
     assert trace.active() is None  # stop() restored the context
-
-
-def _cpu_spin(cpu_s: float) -> None:
-    end = time.thread_time() + cpu_s
-    while time.thread_time() < end:
-        pass
-
-
-def test_waiting_on_a_worker_that_waits_for_a_core_is_not_called_blocked() -> None:
-    """A stage's thread that hands work to another thread and joins it, while another process holds the
-    one core they may use: the worker waits for the core, the stage's thread waits for the worker. That
-    is the machine's load, not a block in the code; a sleep in the same conditions still is one."""
-    from planted import restored
-
-    core = min(os.sched_getaffinity(0))
-    hog = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{core}}})\nwhile True: pass"])
-    try:
-        with restored():
-            for tid in (int(t) for t in os.listdir("/proc/self/task")):
-                os.sched_setaffinity(tid, {core})
-            go, done, leave = threading.Event(), threading.Event(), threading.Event()
-
-            def work() -> None:  # a pool's worker: alive before and after (the kernel forgets dead threads)
-                go.wait()
-                _cpu_spin(0.2)
-                done.set()
-                leave.wait()
-
-            worker = threading.Thread(target=work)
-            worker.start()
-            time.sleep(0.1)  # the hog is running
-            with Tracer() as tr:
-                with stage("hand_off"):
-                    go.set()
-                    done.wait()
-                with stage("sleep"):
-                    time.sleep(0.2)
-            leave.set()
-            worker.join()
-    finally:
-        hog.kill()
-        hog.wait()
-    hand_off, asleep = tr.stages
-    if hand_off.cpu_wait_s is None:
-        pytest.skip("the kernel does not report run-queue waits (schedstat)")
-    assert others_waiting(hand_off) > 0.05, "the worker shared its core with the hog"
-    assert idle_wait(hand_off, cores=1) < 0.05
-    assert idle_wait(asleep, cores=1) >= 0.15
 
 
 def test_cpu_time_tells_busy_from_idle() -> None:

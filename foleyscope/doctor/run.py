@@ -105,22 +105,13 @@ def idle_wait(rec: StageRecord | StepRecord, cores: int, spin_s: float = 0.0) ->
     place. Other threads' CPU time beyond what `cores - 1` of them can run beside the thread while it
     computes (a thread pool's share of a parallel op) is counted as work done during its waits: a thread
     waiting on its own workers (a threaded decoder) is not idle; one sleeping, or waiting on a lock or a
-    socket while nothing else runs, is. Time other threads of the process spent runnable without a core is
-    taken out too: on a machine shared with other load, a thread waiting on workers that wait for a core
-    is held up by that load, not blocked in its code. `spin_s`: the CPU a thread pool's workers burn
-    spinning when the thread stops handing them work (ab.pool_spin_s), allowed once, for a step's wait."""
+    socket while nothing else runs, is. `spin_s`: the CPU a thread pool's workers burn spinning when the
+    thread stops handing them work (ab.pool_spin_s), allowed once, for a step's single wait."""
     if rec.blocked_s is None or rec.thread_run_s is None or rec.cpu_s is None:
         return None
     others = max(0.0, rec.cpu_s - rec.thread_run_s)
     beside = rec.thread_run_s * max(0, cores - 1) + min(rec.blocked_s, spin_s)
-    return max(0.0, rec.blocked_s - max(0.0, others - beside) - others_waiting(rec))
-
-
-def others_waiting(rec: StageRecord | StepRecord) -> float:
-    """Thread-seconds the process's other threads were runnable without a core during rec."""
-    if rec.cpu_wait_s is None or rec.thread_wait_s is None:
-        return 0.0
-    return max(0.0, rec.cpu_wait_s - rec.thread_wait_s)
+    return max(0.0, rec.blocked_s - max(0.0, others - beside))
 
 
 def fold_stages(spans: list[StageRecord], steps: list[StepRecord], samples: list[Sample], total_s: float,
@@ -171,14 +162,12 @@ def fold_stages(spans: list[StageRecord], steps: list[StepRecord], samples: list
             out[s.stage].steps += 1
             out[s.stage].step_s += s.seconds
             if s.blocked_s is not None and s.thread_run_s is not None and s.cpu_s is not None:
-                acc = sums.setdefault(s.stage, [0.0, 0.0, 0.0, 0.0, 0.0])
-                parts = (s.blocked_s, s.thread_run_s, s.cpu_s, min(s.blocked_s, spin_s), others_waiting(s))
-                for i, v in enumerate(parts):
+                acc = sums.setdefault(s.stage, [0.0, 0.0, 0.0, 0.0])
+                for i, v in enumerate((s.blocked_s, s.thread_run_s, s.cpu_s, min(s.blocked_s, spin_s))):
                     acc[i] += v
-    for name, (blocked, run, cpu, spin, waiting) in sums.items():  # summed first: CPU clocks of other threads
-        # lag by up to a tick at each read, which cancels over many steps but not within one
-        out[name].step_blocked_s = max(0.0, blocked - max(0.0, cpu - run - run * max(0, cores - 1) - spin)
-                                       - waiting)
+    for name, (blocked, run, cpu, spin) in sums.items():  # summed first: CPU clocks of other threads lag by
+        # up to a tick at each read, which cancels over many steps but not within one
+        out[name].step_blocked_s = max(0.0, blocked - max(0.0, cpu - run - run * max(0, cores - 1) - spin))
     top = [r for r in spans if r.parent_index is None]
     other = StageStats(OTHER, 0.0, untraced=True)
     other.seconds = other.self_s = max(0.0, total_s - sum(r.seconds for r in top))

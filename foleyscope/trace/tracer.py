@@ -49,7 +49,6 @@ class StageRecord:
     parent_index: int | None = None
     blocked_s: float | None = None  # wall time the stage's thread was off-CPU and not runnable (a wait)
     thread_run_s: float | None = None  # time the stage's own thread was on a core (the rest of cpu_s: others)
-    thread_wait_s: float | None = None  # time the stage's own thread was runnable without a core
 
     @property
     def seconds(self) -> float:
@@ -66,8 +65,6 @@ class StepRecord:
     blocked_s: float | None = None  # wall time the step's thread was blocked (sleep, lock, I/O)
     cpu_s: float | None = None  # process CPU time in the step (all threads)
     thread_run_s: float | None = None  # the step's own thread's time on a core
-    thread_wait_s: float | None = None  # the step's own thread's time runnable without a core
-    cpu_wait_s: float | None = None  # all threads' time runnable without a core (Linux schedstat)
 
     @property
     def seconds(self) -> float:
@@ -287,7 +284,7 @@ class Tracer:
         rec.start_s = self.now()
         sched = thread_schedstat()
         if sched is not None:
-            rec.blocked_s, rec.thread_run_s, rec.thread_wait_s = sum(sched) - rec.start_s, -sched[0], -sched[1]
+            rec.blocked_s, rec.thread_run_s = sum(sched) - rec.start_s, -sched[0]
         return rec
 
     def _exit(self, rec: StageRecord) -> None:
@@ -299,12 +296,11 @@ class Tracer:
         sched = thread_schedstat() if same_thread else None  # another thread's clock says nothing
         with self._lock:
             rec.end_s = end
-            if sched is None or rec.blocked_s is None or rec.thread_run_s is None or rec.thread_wait_s is None:
-                rec.blocked_s = rec.thread_run_s = rec.thread_wait_s = None
+            if sched is None or rec.blocked_s is None or rec.thread_run_s is None:
+                rec.blocked_s = rec.thread_run_s = None
             else:
                 rec.blocked_s = max(0.0, rec.blocked_s + end - sum(sched))
                 rec.thread_run_s += sched[0]
-                rec.thread_wait_s += sched[1]
             rec.cpu_s += cpu_seconds()
             wait = cpu_wait_seconds()
             if wait is None or rec.cpu_wait_s is None:
@@ -380,7 +376,7 @@ def stage(name: str, total: float = 0) -> _StageCM:
 class _StepCM:
     """`step(i, n)`: times one denoising step for the active tracer and tells listeners it is done."""
 
-    __slots__ = ("index", "total", "_tr", "_start", "_sched", "_cpu", "_wait")
+    __slots__ = ("index", "total", "_tr", "_start", "_sched", "_cpu")
 
     def __init__(self, index: int, total: int | None) -> None:
         self.index, self.total = index, total
@@ -388,7 +384,6 @@ class _StepCM:
         self._start = 0.0
         self._sched: tuple[float, float] | None = None
         self._cpu = 0.0
-        self._wait: float | None = None
 
     def __enter__(self) -> _StepCM:
         self._tr = tr = active()
@@ -396,7 +391,7 @@ class _StepCM:
             tr._sync_device()
         self._start = time.perf_counter()
         if tr is not None:
-            self._sched, self._cpu, self._wait = thread_schedstat(), cpu_seconds(), cpu_wait_seconds()
+            self._sched, self._cpu = thread_schedstat(), cpu_seconds()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
@@ -404,14 +399,11 @@ class _StepCM:
         if tr is not None:
             tr._sync_device()
             start = self._start - tr.t0
-            end, sched, cpu, wait = time.perf_counter(), thread_schedstat(), cpu_seconds(), cpu_wait_seconds()
+            end, sched, cpu = time.perf_counter(), thread_schedstat(), cpu_seconds()
             rec = StepRecord(self.index, tr._module_stage(), start, end - tr.t0, self.total, cpu_s=cpu - self._cpu)
             if sched is not None and self._sched is not None:
                 rec.thread_run_s = sched[0] - self._sched[0]
-                rec.thread_wait_s = sched[1] - self._sched[1]
                 rec.blocked_s = max(0.0, (end - self._start) - (sum(sched) - sum(self._sched)))
-            if wait is not None and self._wait is not None:
-                rec.cpu_wait_s = max(0.0, wait - self._wait)
             with tr._lock:
                 tr.steps.append(rec)
         if exc_type is None and has_listeners():  # a listener may raise here (a cancelled job)
