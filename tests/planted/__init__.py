@@ -40,7 +40,8 @@ class Case:
     skip: Callable[[], str | None] = lambda: None
     warmup: Callable[[], Any] | None = None  # run once, untraced, before either twin (imports, caches)
     seconds: Callable[[Report], float] = lambda report: report.total_s  # the time the fix acts on
-    needs_free_cores: bool = False  # its A/B needs free cores (threads, CPU mask, dtype): not judged when shared
+    needs_free_cores: bool = False  # its A/B (threads, CPU mask, dtype) or its reading of idle cores (a stall)
+    # needs free cores: not judged when other processes held them
     doc: str = ""
 
 
@@ -105,17 +106,27 @@ class Outcome:
 
     @property
     def contended(self) -> bool:
-        """Did other processes hold the cores during a twin (the doctor's own `uncertain` note)? Then its
-        times say as much about the machine's load as about the cause, and are not compared. The
-        contention case's planted twin is contended by design: only its clean twin counts."""
+        """Did other processes hold the cores during a twin (the doctor's own `uncertain` note, or their CPU
+        time meanwhile: see _diagnosed)? Then its times say as much about the machine's load as about the
+        cause, and are not compared. The contention case's planted twin is contended by design: only its
+        clean twin counts."""
         reports = [self.clean] if self.case.check in ENVIRONMENTAL else [self.clean, self.planted]
-        return any(r.meta.get("uncertain") for r in reports)
+        return any(r.meta.get("uncertain") or _shared(r) for r in reports)
 
     @property
     def clean_warnings(self) -> list[str]:
         """What the clean twin raised above info (environmental findings aside): must be nothing."""
         return [f.id for f in self.clean.findings
                 if f.severity != "info" and f.id not in ENVIRONMENTAL]
+
+
+SHARED_SHARE = 0.1  # other processes' CPU over a twin's wall time above which its cores were shared
+
+
+def _shared(report: Report) -> bool:
+    """Other processes used the cores during the twin (and its probes): see _diagnosed."""
+    others, wall = report.meta.get("others_cpu_s"), report.meta.get("others_wall_s")
+    return others is not None and wall is not None and others > max(0.1, SHARED_SHARE * wall)
 
 
 def run_case(c: Case, repeats: int = 1, *, warm: bool = True) -> Outcome:
@@ -128,10 +139,43 @@ def run_case(c: Case, repeats: int = 1, *, warm: bool = True) -> Outcome:
     cleans, planteds = [], []
     for _ in range(repeats):
         with restored():
-            cleans.append(diagnose(c.clean, context=c.context(False)))
+            cleans.append(_diagnosed(c.clean, c.context(False)))
         with restored():
-            planteds.append(diagnose(c.planted, context=c.context(True)))
+            planteds.append(_diagnosed(c.planted, c.context(True)))
     return Outcome(c, min(planteds, key=c.seconds), min(cleans, key=c.seconds))
+
+
+def _diagnosed(fn: Callable[[], Any], context: Any) -> Report:
+    """diagnose(fn), noting in the report's meta the CPU seconds other processes used meanwhile (the run
+    and the doctor's probes). The doctor's own note sees only its threads' waits; a process holding one
+    of two cores while the run's single thread has the other leaves no wait, yet an A/B of two threads
+    then finds no gain."""
+    cores = os.sched_getaffinity(0)  # read before the run: a planted case may narrow it
+    before = _others_cpu_s(cores)
+    report = diagnose(fn, context=context)
+    after = _others_cpu_s(cores)
+    if before is not None and after is not None:
+        report.meta["others_cpu_s"] = max(0.0, after[0] - before[0] - (after[1] - before[1]))
+        report.meta["others_wall_s"] = after[2] - before[2]
+    return report
+
+
+def _others_cpu_s(cores: set[int]) -> tuple[float, float, float] | None:
+    """(busy CPU seconds of `cores`, from /proc/stat, steal included; this process's and its reaped
+    children's CPU seconds; a wall clock)."""
+    import resource
+    import time
+
+    try:
+        with open("/proc/stat") as f:
+            rows = [line.split() for line in f if line.startswith("cpu") and not line.startswith("cpu ")]
+        busy = sum(int(r[1]) + int(r[2]) + int(r[3]) + int(r[6]) + int(r[7]) + int(r[8])
+                   for r in rows if int(r[0][3:]) in cores)
+    except (OSError, ValueError, IndexError):
+        return None
+    own = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    return busy / os.sysconf("SC_CLK_TCK"), own, time.perf_counter()
 
 
 def measure(c: Case) -> Outcome:

@@ -108,7 +108,7 @@ def _stalled(sleep_s: float) -> None:
     _denoise(steps_for(fast_dtype(), 0.1))
 
 
-@case("stalled_stage", "stall", warmup=_warm)
+@case("stalled_stage", "stall", warmup=_warm, needs_free_cores=True)
 def _stall():
     """A stage that only waits (0.4 s) between two bursts of compute."""
     return (lambda: _stalled(0.4)), (lambda: _stalled(0.0))
