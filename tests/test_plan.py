@@ -111,8 +111,17 @@ def test_plan_names_the_fastest_mode_that_fits_each_card(tmp_path, capsys):
     (["--modes", "bf16,fp9"], "unknown part 'fp9'"),
     (["--modes", "fp8", "--device", "cpu"], "--quant fp8: CUDA only"),
     (["--modes", "bf16+offload=disk"], "--offload disk: expected none, model or blocks"),
+    (["--modes", "bf16+attention=bogus"], "--attention bogus: expected"),  # planning for a GPU checks modes too
+    (["--modes", "bf16+cache=-1"], "--cache -1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, extra, message):
     assert main(["plan", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("foleyscope: error: ") and message in err[0], err
+
+
+def test_a_cpu_plan_without_modes_plans_modes_a_cpu_runs(tmp_path):
+    out = tmp_path / "cpu.json"
+    assert main(["plan", "--device", "cpu", "--preset", "mid", "--seconds", "4", "--json", str(out)]) == 0
+    modes = list(json.loads(out.read_text())["modes"])
+    assert len(modes) == 3 and not any(m.startswith("auto") or "fp8" in m or "offload" in m for m in modes), modes

@@ -41,6 +41,9 @@ def test_the_redis_url_s_own_options_are_read_and_stripped():
     for bad in ("redis://h:1/0?heartbeat_s=x", "redis://h:1/0?maintenance=2", "redis://h:1/0?heartbeat_s=0.1"):
         with pytest.raises(FoleyscopeError, match="--queue"):
             RedisLink.parse(bad)
+    for bad in ("redis://h:abc/0", "redis://h:1/x"):  # refused by redis-py's own parser: one line, no traceback
+        with pytest.raises(FoleyscopeError, match="--queue"):
+            RedisLink.parse(bad).client()
 
 
 def test_only_loopback_may_go_without_a_token(tmp_path: Path):

@@ -26,6 +26,9 @@ from foleyscope.progress import notice, stdout_console
 # until measured on this model: pass them in --modes, or rank by a bench JSON with --bench.
 DEFAULT_MODES = ("bf16+compile,bf16,fp8+compile,int8wo+compile,bf16+offload=model,fp8+offload=model,"
                  "fp8+offload=blocks:8,fp8+offload=blocks:2,fp8+offload=blocks:0")
+# On a CPU (measured here, RESULTS.md): compile a little faster, int8 weights for memory; `auto` is the
+# dtype this CPU's probe finds faster. No CUDA-only mode.
+CPU_DEFAULT_MODES = "auto+compile,auto,auto+int8wo"
 MAX_SECONDS = 3600.0
 
 
@@ -33,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="estimate peak memory per mode and pick the fastest mode for a GPU",
                        description=__doc__)
     p.add_argument("--preset", default="xxl", help="model size: tiny, mid, xl, xxl (default xxl)")
-    p.add_argument("--modes", default=DEFAULT_MODES, help="comma-separated mode specs, fastest first")
+    p.add_argument("--modes", default=None,
+                   help="comma-separated mode specs, fastest first (default: a list for the --device)")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
     p.add_argument("--gpu", default=None, metavar="SIZE", help="your card's memory, e.g. 24GB: its verdict")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
@@ -52,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise FoleyscopeError(f"--seconds must be more than 0 and at most {MAX_SECONDS:g}, got {args.seconds:g}")
     if args.json is not None:
         check_output_path(args.json)
-    specs = _ranked_from_bench(args.bench, args.device) if args.bench else _split(args.modes)
+    defaults = CPU_DEFAULT_MODES if args.device == "cpu" else DEFAULT_MODES
+    specs = _ranked_from_bench(args.bench, args.device) if args.bench else _split(args.modes or defaults)
     modes = [(spec, planned_mode(spec, args.device)) for spec in specs]
     from foleyscope.engine.memory import CARD_SIZES_GB, estimate
     from foleyscope.engine.presets import get_preset
@@ -90,7 +95,7 @@ def _split(modes: str) -> list[str]:
 def planned_mode(spec: str, device: str) -> Mode:
     """A mode as it would run on `device`: `auto` is bf16 on CUDA (no GPU needed to plan for one);
     on a CPU resolve decides it and refuses what only runs on CUDA."""
-    from foleyscope.engine.offload import parse_offload
+    from foleyscope.engine.modes import validate
 
     mode = parse_mode(spec)
     if device == "cpu":
@@ -99,7 +104,7 @@ def planned_mode(spec: str, device: str) -> Mode:
         from foleyscope.engine.modes import resolve
 
         return resolve(mode, torch.device("cpu"))
-    parse_offload(mode.offload)
+    validate(mode)
     return replace(mode, dtype="bf16") if mode.dtype == "auto" else mode
 
 

@@ -158,14 +158,30 @@ def parse_mode(spec: str, base: Mode | None = None) -> Mode:
     return mode
 
 
-def resolve(mode: Mode, device: torch.device) -> Mode:
-    """`auto` made concrete for `device`, and what cannot run there refused in one line."""
+def validate(mode: Mode) -> None:
+    """What no device can run, refused in one line: unknown values and impossible combinations. Needs no
+    device (the planner checks modes for a GPU it does not have)."""
     if mode.dtype not in ("auto", *DTYPES):
         raise FoleyscopeError(f"--dtype {mode.dtype}: expected auto, {', '.join(DTYPES)}")
     if mode.encoders not in ("official", "dtype"):
         raise FoleyscopeError(f"--encoders {mode.encoders}: expected official or dtype")
     if mode.attention not in ATTENTION_BACKENDS:
         raise FoleyscopeError(f"--attention {mode.attention}: expected {', '.join(ATTENTION_BACKENDS)}")
+    if mode.quant not in QUANTS:
+        raise FoleyscopeError(f"--quant {mode.quant}: expected {', '.join(QUANTS)}")
+    if mode.cache < 0 or mode.cache != mode.cache:
+        raise FoleyscopeError(f"--cache {mode.cache}: expected a threshold >= 0 (0: off)")
+    from foleyscope.engine.offload import parse_offload
+
+    offload, _ = parse_offload(mode.offload)
+    if mode.cudagraphs and offload != "none":
+        raise FoleyscopeError(f"--cudagraphs with --offload {mode.offload}: a CUDA graph replays fixed weight "
+                              "addresses, offloading moves the weights; choose one")
+
+
+def resolve(mode: Mode, device: torch.device) -> Mode:
+    """`auto` made concrete for `device`, and what cannot run there refused in one line."""
+    validate(mode)
     if mode.attention == "efficient" and device.type != "cuda":
         raise FoleyscopeError(f"--attention efficient: the memory-efficient SDPA kernel is CUDA-only "
                               f"(this run is on {device.type}); use auto, flash or math")
@@ -178,18 +194,7 @@ def resolve(mode: Mode, device: torch.device) -> Mode:
 
 
 def _refuse_off_cuda(mode: Mode, device: torch.device) -> None:
-    """The modes that only mean something on a GPU, refused elsewhere with the reason; and the
-    combinations a GPU cannot run either."""
-    if mode.quant not in QUANTS:
-        raise FoleyscopeError(f"--quant {mode.quant}: expected {', '.join(QUANTS)}")
-    if mode.cache < 0 or mode.cache != mode.cache:
-        raise FoleyscopeError(f"--cache {mode.cache}: expected a threshold >= 0 (0: off)")
-    from foleyscope.engine.offload import parse_offload
-
-    offload, _ = parse_offload(mode.offload)
-    if mode.cudagraphs and offload != "none":
-        raise FoleyscopeError(f"--cudagraphs with --offload {mode.offload}: a CUDA graph replays fixed weight "
-                              "addresses, offloading moves the weights; choose one")
+    """The modes that only mean something on a GPU, refused elsewhere with the reason (validate has run)."""
     if device.type == "cuda":
         if mode.quant == "fp8":
             from foleyscope.engine.quant import check_fp8
@@ -200,7 +205,7 @@ def _refuse_off_cuda(mode: Mode, device: torch.device) -> None:
         raise FoleyscopeError("--dtype fp16: half precision is emulated on CPUs, many times slower than fp32; "
                               "use fp32 or bf16 on CPU")
     why = {"--cudagraphs": mode.cudagraphs, "--quant fp8": mode.quant == "fp8",
-           f"--offload {mode.offload}": offload != "none"}
+           f"--offload {mode.offload}": mode.offload != "none"}
     for what, asked in why.items():
         if asked:
             raise FoleyscopeError(f"{what}: CUDA only (this run is on {device.type})")

@@ -187,12 +187,11 @@ async def cancel_job(request: Request, job_id: str) -> JSONResponse:
     s, job = state(request), _job(request, job_id)
     if job["status"] in TERMINAL:
         raise ApiError(409, "conflict", f"job {job_id} has already {job['status']}; there is nothing to cancel")
+    s.queue.cancel(job)  # first: when Redis is away (503) nothing is recorded; a queued job's message is skipped
     if s.store.cancel_queued(job_id):
-        s.queue.cancel(job)  # Redis: the worker that takes the message must skip it
         s.hub.ended_while_queued(job_id)
         return JSONResponse(s.hub.view(s.store.get(job_id) or job))
     s.store.update(job_id, cancel_requested=1)
-    s.queue.cancel(job)
     return JSONResponse(s.hub.view(s.store.get(job_id) or job), status_code=202)
 
 

@@ -85,12 +85,14 @@ class EmbeddedQueue:
             self.loop.call_soon_threadsafe(self._on_exit, proc, rc)
 
     def _on_message(self, proc: _Proc, ev: dict[str, Any]) -> None:
+        freed = False  # a worker became free: only then can a queued job start (not on every step event)
         if ev.get("type") == "worker" and ev.get("state") == "ready":
-            proc.ready, self.load_failures = True, 0
+            proc.ready, self.load_failures, freed = True, 0, True
         elif ev.get("type") in ("succeeded", "failed", "canceled"):
-            proc.job = None
+            proc.job, freed = None, True
         self.on_event(ev)
-        self._dispatch()
+        if freed:
+            self._dispatch()
 
     def _dispatch(self) -> None:
         for proc in self.procs.values():

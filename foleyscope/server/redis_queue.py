@@ -72,7 +72,10 @@ class RedisLink:
     def client(self) -> Any:
         import redis
 
-        client = redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=2)
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=2)
+        except ValueError as exc:  # a bad port, database number or scheme
+            raise FoleyscopeError(f"--queue {self.url}: {exc}") from None
         try:
             client.ping()
         except redis.RedisError as exc:
@@ -172,7 +175,8 @@ class RedisQueue:
     def _apply(self, events: list[dict[str, Any]], last: str) -> None:
         for ev in events:
             self.on_event(ev)
-        self.store.meta_set(STREAM_ID_KEY, last)
+        if any(ev.get("type") != "progress" for ev in events):  # not a database write per denoising step:
+            self.store.meta_set(STREAM_ID_KEY, last)  # progress replayed after a restart is harmless
 
     def _spawn(self) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "foleyscope", "worker", "--queue", self.config.queue,
