@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir.resolve(), engine=EngineSpec.from_args(args, preset),
         defaults=JobDefaults(args.steps, args.cfg, args.solver, args.negative_prompt), queue=queue,
         workers=args.workers, max_upload_bytes=args.max_upload_mb << 20, max_seconds=args.max_seconds,
-        token=token, host=args.host)
+        token=token)
     check_data_dir(config.data_dir)
     if config.redis:
         from foleyscope.server.redis_queue import RedisLink

@@ -11,6 +11,7 @@ machine.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -218,7 +219,7 @@ def _time_attention(shape: tuple, backend: str | None, reps: int | None = None) 
 
 def compare_attention(shapes: dict[tuple, int], repeats: int = 3) -> AB | None:
     """The run's attention calls timed on SDPA's math kernel (A) and on torch's own choice (B)."""
-    chosen = sorted(shapes.items(), key=lambda kv: -kv[1] * _prod(kv[0][0]) * kv[0][1][-2])[:MAX_SHAPES]
+    chosen = sorted(shapes.items(), key=lambda kv: -kv[1] * math.prod(kv[0][0]) * kv[0][1][-2])[:MAX_SHAPES]
     if not chosen:
         return None
     reps: dict = {}
@@ -232,13 +233,6 @@ def compare_attention(shapes: dict[tuple, int], repeats: int = 3) -> AB | None:
 
     covered = sum(c for _, c in chosen) / max(1, sum(shapes.values()))
     return _alternate(lambda: total("math"), lambda: total(None), repeats, 1.0, covered)
-
-
-def _prod(xs: tuple) -> int:
-    out = 1
-    for x in xs:
-        out *= x
-    return out
 
 
 _SPIN: dict[int, float] = {}

@@ -77,7 +77,6 @@ class ServerConfig:
     max_upload_bytes: int = 500 << 20
     max_seconds: float = 120.0
     token: str | None = None  # bearer token; required unless bound to loopback
-    host: str = "127.0.0.1"
 
     @property
     def redis(self) -> bool:

@@ -28,7 +28,6 @@ class Upload:
     path: Path | None = None  # the video, under a server-chosen name
     filename: str = ""  # the client's name for it, as a label
     size: int = 0  # bytes of video
-    body_bytes: int = 0
     sha256: str = ""  # of the fields and the video, for Idempotency-Key checks
     seconds: float = 0.0  # from the first body byte to the last
 
@@ -133,7 +132,6 @@ async def receive_upload(stream: Any, content_type: str, folder: Path, limit: in
             if not chunk:
                 continue
             start = start or time.perf_counter()
-            p.out.body_bytes += len(chunk)
             if metrics_bytes is not None:
                 metrics_bytes.inc(len(chunk))
             parser.write(chunk)
